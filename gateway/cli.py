@@ -1,0 +1,71 @@
+"""`gateway serve` and `gateway check`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .config import DEFAULT_CONFIG, ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible LLM streaming gateway")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default=None, help=f"providers.yaml to load (default: {DEFAULT_CONFIG})")
+    serve.add_argument("--host", help="address to listen on (default: the config's server.host, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: the config's server.port, else 8080)")
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    check = commands.add_parser("check", help="validate a config and print each problem with its place")
+    check.add_argument("--config", default=None, help=f"providers.yaml to check (default: {DEFAULT_CONFIG})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.config)
+    return _serve(args)
+
+
+def _check(path: str | None) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    from .providers import supported
+
+    for provider in config.providers.values():
+        if not provider.enabled:
+            print(f"{config.source}: note: provider '{provider.name}' will be disabled until "
+                  f"{' and '.join(provider.missing_env)} is set")
+        elif not supported(provider.kind):
+            print(f"{config.source}: note: provider '{provider.name}': kind '{provider.kind}' is not served yet")
+    print(f"{config.source}: ok ({len(config.providers)} providers, {len(config.routes)} routes)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    from .app import create_app
+
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream.
+    web.run_app(create_app(config), host=host, port=port, handler_cancellation=True,
+                shutdown_timeout=config.server.shutdown_grace, access_log=None,
+                print=lambda *_: logging.getLogger("gateway").info("listening on http://%s:%s", host, port))
+    return 0

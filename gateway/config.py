@@ -1,0 +1,329 @@
+"""providers.yaml: loading, `${VAR}` expansion, validation with each problem's place (key path, line)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KINDS = ("openai", "anthropic", "gemini", "demo")
+MIDDLEWARES = ("normalize", "ratelimit", "moderate")
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    first_byte: float = 120.0
+    idle: float = 60.0
+    total: float = 600.0
+
+
+@dataclass
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key: str | None = None
+    models: tuple[str, ...] | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: dict[str, str] = field(default_factory=dict)
+    stream_options: bool = True  # send stream_options.include_usage upstream (openai kind)
+    max_event_bytes: int = 1 << 20
+    token_interval: float = 0.03  # demo kind: seconds between tokens
+    missing_env: tuple[str, ...] = ()  # variables that were unset: the provider is disabled
+    key_vars: tuple[str, ...] = ()  # the variables api_key is read from, named in errors
+
+    @property
+    def enabled(self) -> bool:
+        return not self.missing_env
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.api_key,) if self.api_key else ()
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    sse_keepalive: float = 15.0
+    max_body_bytes: int = 4 << 20
+    shutdown_grace: float = 30.0
+
+
+@dataclass
+class Config:
+    server: ServerConfig
+    providers: dict[str, ProviderConfig]
+    routes: dict[str, tuple[str, ...]]
+    middlewares: tuple[str, ...]
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _Loader:
+    """Turns the YAML node tree into plain values, remembering the line of every key path."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+        self.problems: list[Problem] = []
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark else None
+            self.problems.append(Problem("", line, f"not valid YAML: {getattr(exc, 'problem', exc)}"))
+            self.data: Any = None
+            return
+        self._scalars = yaml.SafeLoader("")  # resolves scalar types (int, bool, null...) as safe_load does
+        self.data = self._value(node, "") if node is not None else {}
+
+    def _value(self, node: yaml.Node, path: str) -> Any:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = f"{path}.{key}" if path else key
+                if key in out:
+                    self.problems.append(Problem(child, key_node.start_mark.line + 1, "duplicate key"))
+                out[key] = self._value(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        return self._scalars.construct_object(node, deep=True)
+
+    def problem(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        probe = path
+        while line is None and probe:
+            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+            line = self.lines.get(probe)
+        self.problems.append(Problem(path, line, message))
+
+
+def _expand(value: str, missing: list[str]) -> str:
+    def replace(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found:
+            return found
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _VAR.sub(replace, value)
+
+
+class _Validator:
+    def __init__(self, loader: _Loader) -> None:
+        self.ld = loader
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+        if not isinstance(value, dict):
+            self.ld.problem(path, "must be a mapping")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.ld.problem(f"{path}.{key}" if path else key, f"unknown key (allowed: {', '.join(allowed)})")
+        for key in required:
+            if key not in value:
+                self.ld.problem(path, f"missing required key '{key}'")
+        return value
+
+    def number(self, value: Any, path: str, minimum: float = 0, integer: bool = False, exclusive: bool = True):
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            self.ld.problem(path, f"must be {'an integer' if integer else 'a number'}")
+            return None
+        if value < minimum or (exclusive and value == minimum):
+            self.ld.problem(path, f"must be {'greater than' if exclusive else 'at least'} {minimum}")
+            return None
+        return value
+
+    def string(self, value: Any, path: str) -> str | None:
+        if not isinstance(value, str) or not value:
+            self.ld.problem(path, "must be a non-empty string")
+            return None
+        return value
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    loader = _Loader(text, source)
+    if loader.problems and loader.data is None:
+        raise ConfigError(source, loader.problems)
+    v = _Validator(loader)
+    root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares"), ("providers",))
+
+    server = ServerConfig()
+    raw_server = v.mapping(root.get("server", {}), "server",
+                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace"))
+    if "host" in raw_server and v.string(raw_server["host"], "server.host"):
+        server.host = raw_server["host"]
+    if "port" in raw_server:
+        port = v.number(raw_server["port"], "server.port", 0, integer=True, exclusive=False)
+        if port is not None and port > 65535:
+            loader.problem("server.port", "must be at most 65535")
+        elif port is not None:
+            server.port = port
+    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace"):
+        if key in raw_server:
+            number = v.number(raw_server[key], f"server.{key}", integer=key == "max_body_bytes")
+            if number is not None:
+                setattr(server, key, number)
+
+    providers: dict[str, ProviderConfig] = {}
+    raw_providers = root.get("providers", [])
+    if not isinstance(raw_providers, list) or not raw_providers:
+        loader.problem("providers", "must be a non-empty list")
+        raw_providers = []
+    for i, raw in enumerate(raw_providers):
+        provider = _provider(v, raw, f"providers[{i}]")
+        if provider is None:
+            continue
+        if provider.name in providers:
+            loader.problem(f"providers[{i}].name", f"duplicate provider name '{provider.name}'")
+        providers[provider.name] = provider
+
+    routes: dict[str, tuple[str, ...]] = {}
+    raw_routes = root.get("routes") or {}
+    if not isinstance(raw_routes, dict):
+        loader.problem("routes", "must be a mapping of route names to models")
+        raw_routes = {}
+    for name, targets in raw_routes.items():
+        path = f"routes.{name}"
+        if isinstance(targets, str):
+            targets = [targets]
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            loader.problem(path, "must be a model name or a non-empty list of them")
+            continue
+        if "/" in name:
+            loader.problem(path, "a route name must not contain '/' (it would shadow '<provider>/<model>')")
+        for j, target in enumerate(targets):
+            provider_name, slash, model = target.partition("/")
+            if not slash or not model:
+                loader.problem(f"{path}[{j}]", f"'{target}' must be '<provider>/<model>'")
+            elif provider_name not in providers:
+                loader.problem(f"{path}[{j}]", f"unknown provider '{provider_name}'")
+            elif providers[provider_name].models is not None and model not in providers[provider_name].models:
+                loader.problem(f"{path}[{j}]", f"model '{model}' is not in provider '{provider_name}' models")
+        routes[name] = tuple(targets)
+
+    middlewares: tuple[str, ...] = ("normalize",)
+    if "middlewares" in root:
+        raw_mw = root["middlewares"]
+        if not isinstance(raw_mw, list) or not all(isinstance(m, str) for m in raw_mw):
+            loader.problem("middlewares", "must be a list of names")
+        else:
+            for j, name in enumerate(raw_mw):
+                if name not in MIDDLEWARES:
+                    loader.problem(f"middlewares[{j}]", f"unknown middleware '{name}' (known: {', '.join(MIDDLEWARES)})")
+                elif raw_mw.index(name) != j:
+                    loader.problem(f"middlewares[{j}]", f"'{name}' is listed twice")
+            middlewares = tuple(raw_mw)
+
+    if loader.problems:
+        raise ConfigError(source, loader.problems)
+    return Config(server, providers, routes, middlewares, source)
+
+
+_PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "stream_options",
+                  "max_event_bytes", "token_interval")
+
+
+def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
+    ld = v.ld
+    raw = v.mapping(raw, path, _PROVIDER_KEYS, ("name", "kind"))
+    name = v.string(raw.get("name"), f"{path}.name") if "name" in raw else None
+    kind = raw.get("kind")
+    if "kind" in raw and kind not in KINDS:
+        ld.problem(f"{path}.kind", f"must be one of {', '.join(KINDS)}")
+        kind = None
+    if name is not None and not _NAME.match(name):
+        ld.problem(f"{path}.name", "may hold letters, digits, '.', '_' and '-' only")
+    if name is None or kind is None:
+        return None
+    missing: list[str] = []
+    provider = ProviderConfig(name=name, kind=kind)
+    if kind != "demo":
+        base_url = v.string(raw.get("base_url"), f"{path}.base_url")
+        if base_url is not None:
+            base_url = _expand(base_url, missing)
+            if not base_url.startswith(("http://", "https://")):
+                ld.problem(f"{path}.base_url", "must start with http:// or https://")
+            provider.base_url = base_url.rstrip("/")
+    elif "base_url" in raw or "api_key" in raw:
+        ld.problem(path, "the demo provider takes no base_url or api_key")
+    if "api_key" in raw and raw["api_key"] is not None:
+        key = v.string(raw["api_key"], f"{path}.api_key")
+        if key is not None:
+            provider.key_vars = tuple(m.group(1) for m in _VAR.finditer(key))
+            provider.api_key = _expand(key, missing) or None
+    if "models" in raw:
+        models = raw["models"]
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            ld.problem(f"{path}.models", "must be a list of model names")
+        else:
+            provider.models = tuple(models)
+    if "timeouts" in raw:
+        values = v.mapping(raw["timeouts"], f"{path}.timeouts", ("connect", "first_byte", "idle", "total"))
+        checked = {k: v.number(values[k], f"{path}.timeouts.{k}") for k in values if k in Timeouts.__annotations__}
+        provider.timeouts = Timeouts(**{k: float(x) for k, x in checked.items() if x is not None})
+    if "headers" in raw:
+        headers = raw["headers"]
+        if not isinstance(headers, dict) or not all(isinstance(x, str) for x in headers.values()):
+            ld.problem(f"{path}.headers", "must map header names to strings")
+        else:
+            provider.headers = {k: _expand(x, missing) for k, x in headers.items()}
+    if "stream_options" in raw:
+        if not isinstance(raw["stream_options"], bool):
+            ld.problem(f"{path}.stream_options", "must be true or false")
+        else:
+            provider.stream_options = raw["stream_options"]
+    if "max_event_bytes" in raw:
+        size = v.number(raw["max_event_bytes"], f"{path}.max_event_bytes", 1024, integer=True, exclusive=False)
+        if size is not None:
+            provider.max_event_bytes = size
+    if "token_interval" in raw:
+        if kind != "demo":
+            ld.problem(f"{path}.token_interval", "only the demo provider takes token_interval")
+        interval = v.number(raw["token_interval"], f"{path}.token_interval", 0, exclusive=False)
+        if interval is not None:
+            provider.token_interval = float(interval)
+    provider.missing_env = tuple(dict.fromkeys(missing))
+    return provider
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    source = Path(path) if path else DEFAULT_CONFIG
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(source), [Problem("", None, f"cannot read: {exc.strerror}")]) from None
+    return parse_config(text, str(source))

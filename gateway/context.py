@@ -1,0 +1,28 @@
+"""What one client request carries through the provider adapter and the middleware chain."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ProviderConfig
+
+
+@dataclass
+class RequestContext:
+    endpoint: str  # "chat" or "completions"
+    body: dict[str, Any]  # the validated client body
+    provider: ProviderConfig
+    model: str  # the model name the provider knows
+    requested_model: str  # what the client wrote
+    stream: bool
+    include_usage: bool  # the chain must end with a usage chunk
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+    choices: int = 1  # n: how many choices must each reach a finish reason
+
+    @property
+    def id_prefix(self) -> str:
+        return "chatcmpl-" if self.endpoint == "chat" else "cmpl-"

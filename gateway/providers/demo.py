@@ -1,0 +1,139 @@
+"""The offline demo model: no key, no network, a deterministic answer streamed at a realistic pace.
+
+It answers text, honours `n` and `max_tokens`, and calls the first (or the chosen) tool when tools are
+given, with arguments made from the tool's JSON schema; after a tool result it answers with that result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ..context import RequestContext
+
+_PIECES = re.compile(r"\s*\S+")
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _prompt_text(ctx: RequestContext) -> str:
+    if ctx.endpoint == "completions":
+        prompt = ctx.body["prompt"]
+        return prompt if isinstance(prompt, str) else "\n".join(prompt)
+    return "\n".join(_text_of(m.get("content")) for m in ctx.body["messages"])
+
+
+def _sample(schema: Any, text: str) -> Any:
+    if not isinstance(schema, dict):
+        return text
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind in ("number", "integer"):
+        return 1
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return []
+    if kind == "object":
+        return _arguments(schema, text)
+    return text
+
+
+def _arguments(schema: dict, text: str) -> dict:
+    properties = schema.get("properties") or {}
+    names = schema.get("required") or list(properties)
+    return {name: _sample(properties.get(name), text) for name in names}
+
+
+def _chosen_tool(ctx: RequestContext) -> dict | None:
+    tools = ctx.body.get("tools") if ctx.endpoint == "chat" else None
+    choice = ctx.body.get("tool_choice", "auto")
+    messages = ctx.body.get("messages") or []
+    if not tools or choice == "none" or (messages and messages[-1].get("role") == "tool"):
+        return None
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        return next((t["function"] for t in tools if t["function"]["name"] == wanted), tools[0]["function"])
+    return tools[0]["function"]
+
+
+def _reply(ctx: RequestContext) -> str:
+    messages = ctx.body.get("messages") or []
+    if messages and messages[-1].get("role") == "tool":
+        result = _text_of(messages[-1].get("content"))[:300]
+        return f"The tool answered: {result}"
+    last = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), None)
+    if ctx.endpoint == "completions":
+        last = _prompt_text(ctx)
+    quoted = " ".join((last or "").split())[:200]
+    return (
+        "Hello from the gateway's demo model: it answers offline, with no API key. "
+        f'You wrote: "{quoted}". '
+        "Set a provider key such as OPENAI_API_KEY and ask for openai/gpt-4o-mini to reach a real model."
+    )
+
+
+def _chunk(ctx: RequestContext, index: int, delta: dict, finish_reason: str | None = None) -> dict:
+    return {
+        "id": f"{ctx.id_prefix}demo-{ctx.request_id}",
+        "object": "chat.completion.chunk",
+        "created": ctx.created,
+        "model": ctx.model,
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+async def stream(ctx: RequestContext) -> AsyncIterator[dict]:
+    interval = ctx.provider.token_interval
+    limit = ctx.body.get("max_tokens") or ctx.body.get("max_completion_tokens")
+    tool = _chosen_tool(ctx)
+    if tool is not None:
+        arguments = orjson.dumps(_arguments(tool.get("parameters") or {}, _reply_subject(ctx))).decode()
+        pieces = [arguments[i:i + 8] for i in range(0, len(arguments), 8)]
+        finish = "tool_calls"
+    else:
+        pieces = _PIECES.findall(_reply(ctx))
+        finish = "stop"
+    if limit is not None and len(pieces) > limit:
+        pieces, finish = pieces[:limit], "length"
+
+    for index in range(ctx.choices):
+        first: dict[str, Any] = {"role": "assistant", "content": None if tool else ""}
+        if tool is not None:
+            first["tool_calls"] = [{"index": 0, "id": f"call_demo{index}", "type": "function",
+                                    "function": {"name": tool["name"], "arguments": ""}}]
+        yield _chunk(ctx, index, first)
+    for piece in pieces:
+        await asyncio.sleep(interval)
+        for index in range(ctx.choices):
+            if tool is not None:
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            else:
+                delta = {"content": piece}
+            yield _chunk(ctx, index, delta)
+    for index in range(ctx.choices):
+        yield _chunk(ctx, index, {}, finish)
+    prompt_tokens = len(_PIECES.findall(_prompt_text(ctx)))
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces) * ctx.choices,
+             "total_tokens": prompt_tokens + len(pieces) * ctx.choices}
+    yield {"id": f"{ctx.id_prefix}demo-{ctx.request_id}", "object": "chat.completion.chunk", "created": ctx.created,
+           "model": ctx.model, "choices": [], "usage": usage}
+
+
+def _reply_subject(ctx: RequestContext) -> str:
+    messages = ctx.body.get("messages") or []
+    last = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    return " ".join(last.split())[:40]

@@ -1,0 +1,127 @@
+"""What the client receives: chunks encoded for its endpoint, or one object combined from them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+
+from .context import RequestContext
+from .sse import encode_event
+
+_ENVELOPE = frozenset({"id", "object", "created", "model", "choices", "usage"})
+
+
+def text_completion_chunk(chunk: dict) -> dict:
+    """A chat chunk as the legacy /completions endpoint streams it."""
+    return {
+        "id": chunk["id"],
+        "object": "text_completion",
+        "created": chunk["created"],
+        "model": chunk["model"],
+        "choices": [
+            {
+                "text": choice["delta"].get("content") or "",
+                "index": choice["index"],
+                "logprobs": choice.get("logprobs"),
+                "finish_reason": choice.get("finish_reason"),
+            }
+            for choice in chunk["choices"]
+        ],
+        **({"usage": chunk["usage"]} if "usage" in chunk else {}),
+    }
+
+
+def encoder(ctx: RequestContext):
+    """The per-chunk encoder for the client's endpoint (the hot path: no per-chunk branching on it)."""
+    if ctx.endpoint == "chat":
+        return lambda chunk: encode_event(orjson.dumps(chunk))
+    return lambda chunk: encode_event(orjson.dumps(text_completion_chunk(chunk)))
+
+
+class _ChoiceParts:
+    __slots__ = ("content", "reasoning", "refusal", "tool_calls", "logprobs", "finish_reason")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.refusal: list[str] = []
+        self.tool_calls: dict[int, dict] = {}
+        self.logprobs: dict | None = None
+        self.finish_reason: str | None = None
+
+    def add(self, choice: dict) -> None:
+        delta = choice.get("delta") or {}
+        if isinstance(delta.get("content"), str):
+            self.content.append(delta["content"])
+        if isinstance(delta.get("reasoning_content"), str):
+            self.reasoning.append(delta["reasoning_content"])
+        if isinstance(delta.get("refusal"), str):
+            self.refusal.append(delta["refusal"])
+        for call in delta.get("tool_calls") or ():
+            slot = self.tool_calls.setdefault(
+                call.get("index", 0), {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if call.get("id"):
+                slot["id"] = call["id"]
+            if call.get("type"):
+                slot["type"] = call["type"]
+            function = call.get("function") or {}
+            if function.get("name"):
+                slot["function"]["name"] += function["name"]
+            if function.get("arguments"):
+                slot["function"]["arguments"] += function["arguments"]
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            merged = self.logprobs = self.logprobs or {}
+            for key, value in logprobs.items():
+                if isinstance(value, list):
+                    merged.setdefault(key, []).extend(value)
+                elif key not in merged:
+                    merged[key] = value
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def chat_choice(self, index: int) -> dict:
+        message: dict = {"role": "assistant", "content": "".join(self.content) if self.content else None,
+                         "refusal": "".join(self.refusal) if self.refusal else None}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return {"index": index, "message": message, "logprobs": self.logprobs, "finish_reason": self.finish_reason}
+
+    def text_choice(self, index: int) -> dict:
+        return {"text": "".join(self.content), "index": index, "logprobs": self.logprobs,
+                "finish_reason": self.finish_reason}
+
+
+async def combine(ctx: RequestContext, chunks: AsyncIterator[dict]) -> dict:
+    """The non-streaming answer: the same chunks, joined per choice."""
+    parts: dict[int, _ChoiceParts] = {}
+    head: dict = {}
+    extras: dict = {}
+    usage = None
+    async for chunk in chunks:
+        if not head:
+            head = {k: chunk.get(k) for k in ("id", "created", "model")}
+        for key, value in chunk.items():
+            if key not in _ENVELOPE:
+                extras[key] = value
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            parts.setdefault(choice.get("index", 0), _ChoiceParts()).add(choice)
+    chat = ctx.endpoint == "chat"
+    choices = [
+        parts[i].chat_choice(i) if chat else parts[i].text_choice(i) for i in sorted(parts)
+    ]
+    return {
+        "id": head.get("id"),
+        "object": "chat.completion" if chat else "text_completion",
+        "created": head.get("created", ctx.created),
+        "model": head.get("model", ctx.model),
+        "choices": choices,
+        "usage": usage,
+        **extras,
+    }

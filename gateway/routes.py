@@ -1,0 +1,191 @@
+"""HTTP handlers: /v1 and /v2 chat and text completions, models, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from aiohttp import web
+
+from .config import Config
+from .context import RequestContext
+from .errors import GatewayError, invalid_param
+from .keys import CONFIG, SESSION
+from .pipeline import Chain
+from .providers import stream_chunks, supported
+from .responses import combine, encoder
+from .routing import listed_models, resolve
+from .sse import DONE_EVENT, EventStream, encode_event
+from .validation import validate_chat, validate_completion
+
+log = logging.getLogger("gateway")
+
+_END = object()
+
+
+def error_response(error: GatewayError, request_id: str | None = None) -> web.Response:
+    headers = dict(error.headers)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return web.Response(status=error.status, body=error.to_json(), content_type="application/json", headers=headers)
+
+
+async def _read_json(request: web.Request) -> object:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[CONFIG].server.max_body_bytes
+        raise GatewayError(413, f"the request body is larger than the limit of {limit} bytes",
+                           code="request_too_large") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid_param(None, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+
+
+def _context(config: Config, endpoint: str, body: dict) -> RequestContext:
+    provider, model = resolve(config, body["model"])
+    if not supported(provider.kind):
+        raise GatewayError(501, f"provider '{provider.name}' of kind '{provider.kind}' is not served by this version",
+                           type="not_implemented", code="provider_kind_unsupported")
+    stream = bool(body.get("stream"))
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return RequestContext(
+        endpoint=endpoint,
+        body=body,
+        provider=provider,
+        model=model,
+        requested_model=body["model"],
+        stream=stream,
+        include_usage=wants_usage or not stream,  # a combined answer always reports usage
+        choices=body.get("n") or 1,
+    )
+
+
+async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
+    config = request.app[CONFIG]
+    try:
+        body = validate(await _read_json(request))
+        ctx = _context(config, endpoint, body)
+    except GatewayError as error:
+        return error_response(error)
+    started = time.monotonic()
+    chain = Chain(ctx, stream_chunks(ctx, request.app[SESSION]), config.middlewares)
+    outcome = "cancelled"
+    try:
+        if ctx.stream:
+            response, outcome = await _stream(request, ctx, chain, config.server.sse_keepalive)
+            return response
+        try:
+            answer = await combine(ctx, chain)
+        except GatewayError as error:
+            outcome = error.code or str(error.status)
+            return error_response(error, ctx.request_id)
+        outcome = "ok"
+        return web.Response(body=orjson.dumps(answer), content_type="application/json",
+                            headers={"x-request-id": ctx.request_id})
+    finally:
+        await chain.aclose()
+        log.info("request %s %s provider=%s model=%s stream=%s outcome=%s seconds=%.3f", ctx.request_id,
+                 endpoint, ctx.provider.name, ctx.model, ctx.stream, outcome, time.monotonic() - started)
+
+
+async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
+                  keepalive: float) -> tuple[web.StreamResponse, str]:
+    """Streams the chain as SSE. The first chunk is awaited before the 200 is committed, so that a failure
+    before any content gets its real HTTP status; past `keepalive` seconds the 200 is committed anyway and
+    keep-alive comments hold the connection while the provider thinks."""
+    chunks = chain.output
+    encode = encoder(ctx)
+    first = asyncio.ensure_future(anext(chunks, _END))
+    response: EventStream | None = None
+    try:
+        done, _ = await asyncio.wait((first,), timeout=keepalive)
+        if not done:
+            response = await _open(request, ctx, keepalive)
+        try:
+            chunk = await first
+        except Exception as exc:
+            error = _as_gateway_error(exc, ctx)
+            if response is None:
+                return error_response(error, ctx.request_id), error.code or str(error.status)
+            return response, await _fail(response, error)
+        if response is None:
+            response = await _open(request, ctx, keepalive)
+        try:
+            if chunk is not _END:
+                await response.write_event(encode(chunk))
+                async for chunk in chunks:
+                    await response.write_event(encode(chunk))
+        except ConnectionResetError:
+            raise
+        except Exception as exc:
+            return response, await _fail(response, _as_gateway_error(exc, ctx))
+        await response.write_event(DONE_EVENT)
+        await response.write_eof()
+        return response, "ok"
+    except ConnectionResetError:  # the client went away while we wrote
+        return response or web.Response(status=499), "client_disconnected"
+    finally:
+        if not first.done():
+            first.cancel()
+            await asyncio.wait((first,))
+        if response is not None and response.prepared:
+            response.stop_streaming()
+
+
+def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
+    if isinstance(exc, GatewayError):
+        return exc
+    log.error("request %s failed inside the gateway", ctx.request_id, exc_info=exc)
+    return GatewayError(500, "the gateway failed while streaming this answer", type="server_error",
+                        code="internal_error")
+
+
+async def _open(request: web.Request, ctx: RequestContext, keepalive: float) -> EventStream:
+    response = EventStream(keepalive)
+    response.headers["x-request-id"] = ctx.request_id
+    await response.prepare(request)
+    return response
+
+
+async def _fail(response: EventStream, error: GatewayError) -> str:
+    """Ends a stream that already began: the error as an event, then [DONE], so no client waits forever."""
+    await response.write_event(encode_event(error.to_json()))
+    await response.write_event(DONE_EVENT)
+    await response.write_eof()
+    return error.code or str(error.status)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _complete(request, "chat", validate_chat)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _complete(request, "completions", validate_completion)
+
+
+async def models(request: web.Request) -> web.Response:
+    data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
+            for model, owner in listed_models(request.app[CONFIG])]
+    return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    providers = {
+        p.name: {"kind": p.kind, "enabled": p.enabled, **({"missing_env": list(p.missing_env)} if p.missing_env else {})}
+        for p in config.providers.values()
+    }
+    body = {"status": "ok", "providers": providers} if request.query.get("verbose") else {"status": "ok"}
+    return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def setup_routes(app: web.Application) -> None:
+    for prefix in ("/v1", "/v2"):
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/completions", completions)
+        app.router.add_get(f"{prefix}/models", models)
+    app.router.add_get("/healthz", healthz)

@@ -1,0 +1,63 @@
+"""Which provider and upstream model serve the model name a client wrote."""
+
+from __future__ import annotations
+
+from .config import Config, ProviderConfig
+from .errors import GatewayError
+
+
+def _not_found(model: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model '{model}' does not exist: use '<provider>/<model>' or a route name (see GET /v1/models)",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _disabled(provider: ProviderConfig) -> GatewayError:
+    variables = " and ".join(provider.missing_env)
+    return GatewayError(
+        503,
+        f"provider '{provider.name}' is disabled: set {variables} in the gateway's environment and restart it",
+        type="service_unavailable",
+        code="provider_disabled",
+    )
+
+
+def _lookup(config: Config, target: str) -> tuple[ProviderConfig, str] | None:
+    name, slash, model = target.partition("/")
+    provider = config.providers.get(name)
+    if not slash or not model or provider is None:
+        return None
+    if provider.models is not None and model not in provider.models:
+        return None
+    return provider, model
+
+
+def resolve(config: Config, requested: str) -> tuple[ProviderConfig, str]:
+    """A route alias, '<provider>/<model>', or a bare model one provider lists; the first enabled target wins."""
+    if requested in config.routes:
+        candidates = [_lookup(config, target) for target in config.routes[requested]]
+    elif (found := _lookup(config, requested)) is not None:
+        candidates = [found]
+    else:
+        candidates = [
+            (p, requested) for p in config.providers.values() if p.models is not None and requested in p.models
+        ]
+    candidates = [c for c in candidates if c is not None]
+    if not candidates:
+        raise _not_found(requested)
+    for provider, model in candidates:
+        if provider.enabled:
+            return provider, model
+    raise _disabled(candidates[0][0])
+
+
+def listed_models(config: Config) -> list[tuple[str, str]]:
+    """(model id, owner) for GET /models: enabled providers' allow-lists, then the routes."""
+    models = [
+        (f"{p.name}/{m}", p.name) for p in config.providers.values() if p.enabled for m in (p.models or ())
+    ]
+    models += [(name, "gateway") for name in config.routes]
+    return models
