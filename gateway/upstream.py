@@ -140,10 +140,12 @@ def stream_error(provider: ProviderConfig, payload: object) -> GatewayError:
     if isinstance(error, dict):
         status = error.get("status_code") or error.get("code")
     message = error_message(orjson.dumps(payload)) or "unknown error"
-    if isinstance(status, int) and not isinstance(status, bool) and (status in (400, 401, 403, 404, 429) or status >= 500):
-        return http_error(provider, status, orjson.dumps({"error": {"message": message}}), {})
-    return GatewayError(502, f"provider '{provider.name}' reported an error mid-stream: {_shown(provider, message)}",
-                        type="upstream_error", code="upstream_stream_error")
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
+        error = http_error(provider, status, b"", {})  # the same status rules as an HTTP error
+    else:
+        error = GatewayError(502, "", type="upstream_error", code="upstream_stream_error")
+    error.message = f"provider '{provider.name}' sent an error in its stream: {_shown(provider, message)}"
+    return error
 
 
 async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,

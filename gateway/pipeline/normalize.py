@@ -63,7 +63,8 @@ class _Normalizer:
         usage = chunk.pop("usage", None)
         extra = chunk.get("x_groq")
         if isinstance(extra, dict) and "usage" in extra:
-            usage = usage or extra.pop("usage")
+            groq_usage = extra.pop("usage")
+            usage = usage or groq_usage
         if usage:
             self.usage = usage  # the latest counts win: some providers repeat cumulative usage
         kept = []

@@ -1,0 +1,70 @@
+"""Shared fixtures: a fake upstream on loopback and a gateway configured in front of it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway.app import create_app
+from gateway.config import parse_config
+from tests.fakes.upstream import FakeUpstream
+
+RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
+FAKE_KEY = "sk-test-GATEWAYSECRET0123456789abcdef"
+
+
+def recordings_dir() -> Path:
+    """../shared/recordings; CI always has it, so there its absence is a failure, not a skip."""
+    if not RECORDINGS.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{RECORDINGS} is missing on CI")
+        pytest.skip(f"{RECORDINGS} not present")
+    return RECORDINGS
+
+
+def gateway_yaml(upstream_url: str, *, timeouts: str = "{connect: 2, first_byte: 5, idle: 5, total: 30}",
+                 keepalive: float = 15, middlewares: str = "[normalize, ratelimit, moderate]",
+                 extra_provider: str = "") -> str:
+    return f"""
+server: {{sse_keepalive: {keepalive}, max_body_bytes: 65536}}
+providers:
+  - name: up
+    kind: openai
+    base_url: {upstream_url}/v1
+    api_key: {FAKE_KEY}
+    timeouts: {timeouts}
+  - name: demo
+    kind: demo
+    models: [echo]
+    token_interval: 0
+{extra_provider}
+routes:
+  chat: [up/gpt-4o-mini, demo/echo]
+middlewares: {middlewares}
+"""
+
+
+@pytest.fixture
+async def upstream(aiohttp_server):
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+def make_gateway(aiohttp_client, upstream):
+    """`await make_gateway(**gateway_yaml options)` gives a test client for a gateway in front of `upstream`."""
+
+    async def make(**options):
+        config = parse_config(gateway_yaml(upstream.url, **options), "test.yaml")
+        return await aiohttp_client(create_app(config))
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway):
+    return await make_gateway()

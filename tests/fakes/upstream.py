@@ -1,0 +1,132 @@
+"""A scriptable fake provider: a real aiohttp server on loopback that plays back exact wire bytes.
+
+Each request takes the next `Reply` from the queue (or the default one). A reply is a status, headers
+and a list of steps: bytes to write (each write flushed on its own, so the gateway sees the splits),
+`Wait(event)` to hold the stream until the test says so, `Sleep(seconds)`, or `HANG` to never finish.
+The fake records every request it got and counts connections that were closed on it mid-reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Wait:
+    event: asyncio.Event
+
+
+@dataclass
+class Sleep:
+    seconds: float
+
+
+HANG = object()
+
+
+@dataclass
+class Reply:
+    steps: list = field(default_factory=list)
+    status: int = 200
+    headers: dict = field(default_factory=lambda: {"Content-Type": "text/event-stream; charset=utf-8"})
+    hang_before_headers: bool = False
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict
+    body: dict
+
+
+def split_at(data: bytes, size: int) -> list[bytes]:
+    """Writes of `size` bytes: cuts lines, JSON and multi-byte characters at awkward places."""
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.default: Reply | None = None
+        self.received: list[Received] = []
+        self.cut_off = 0  # replies the gateway closed before they were complete
+        self.cut_off_event = asyncio.Event()
+        self.active = 0
+        self.app = web.Application()
+        self.app.router.add_post("/{tail:.*}", self._handle)
+
+    def queue(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def stream(self, data: bytes, *, split: int | None = None, **kwargs) -> None:
+        """Queues one 200 SSE reply of `data`, written whole or in `split`-byte pieces."""
+        self.queue(Reply(steps=split_at(data, split) if split else [data], **kwargs))
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        self.received.append(Received(request.path_qs, dict(request.headers), orjson.loads(raw) if raw else {}))
+        reply = self.replies.popleft() if self.replies else self.default
+        assert reply is not None, "the fake upstream got a request it had no reply for"
+        self.active += 1
+        try:
+            if reply.hang_before_headers:
+                await asyncio.Event().wait()
+            if reply.status != 200 or not reply.steps or reply.headers.get("Content-Length"):
+                body = b"".join(s for s in reply.steps if isinstance(s, bytes))
+                return web.Response(status=reply.status, body=body, headers=reply.headers)
+            response = web.StreamResponse(status=reply.status, headers=reply.headers)
+            await response.prepare(request)
+            for step in reply.steps:
+                if isinstance(step, Wait):
+                    await step.event.wait()
+                elif isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif step is HANG:
+                    await asyncio.Event().wait()
+                else:
+                    await response.write(step)
+                    await asyncio.sleep(0)  # let each write leave as its own segment
+            await response.write_eof()
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cut_off += 1
+            self.cut_off_event.set()
+            raise
+        finally:
+            self.active -= 1
+
+
+def sse(*payloads: object, done: bool = True, event: str | None = None) -> bytes:
+    """OpenAI's framing: `data: <json>` and a blank line per chunk, then `data: [DONE]`."""
+    out = bytearray()
+    for payload in payloads:
+        if event:
+            out += f"event: {event}\n".encode()
+        out += b"data: " + (payload if isinstance(payload, bytes) else orjson.dumps(payload)) + b"\n\n"
+    if done:
+        out += b"data: [DONE]\n\n"
+    return bytes(out)
+
+
+def chat_chunk(delta: dict | None = None, finish_reason: str | None = None, *, index: int = 0,
+               id: str = "chatcmpl-fake1", model: str = "gpt-4o-mini-2024-07-18", created: int = 1782955817,
+               usage: dict | None = None, choices: list | None = None) -> dict:
+    """A chunk with OpenAI's field order, as in the recordings."""
+    return {
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_d0469e1700",
+        "choices": choices if choices is not None else [
+            {"index": index, "delta": delta if delta is not None else {}, "logprobs": None,
+             "finish_reason": finish_reason}
+        ],
+        "usage": usage,
+    }
