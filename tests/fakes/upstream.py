@@ -2,7 +2,8 @@
 
 Each request takes the next `Reply` from the queue (or the default one). A reply is a status, headers
 and a list of steps: bytes to write (each write flushed on its own, so the gateway sees the splits),
-`Wait(event)` to hold the stream until the test says so, `Sleep(seconds)`, or `HANG` to never finish.
+`Wait(event)` to hold the stream until the test says so, `Sleep(seconds)`, `HANG` to never finish,
+or `RESET` to drop the connection.
 The fake records every request it got and counts connections that were closed on it mid-reply.
 """
 
@@ -27,6 +28,7 @@ class Sleep:
 
 
 HANG = object()
+RESET = object()  # drop the TCP connection abruptly, mid-reply
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Reply:
     steps: list = field(default_factory=list)
     status: int = 200
     headers: dict = field(default_factory=lambda: {"Content-Type": "text/event-stream; charset=utf-8"})
-    hang_before_headers: bool = False
+    before_headers: object = None  # HANG or RESET: misbehave before any header is sent
 
 
 @dataclass
@@ -74,9 +76,12 @@ class FakeUpstream:
         assert reply is not None, "the fake upstream got a request it had no reply for"
         self.active += 1
         try:
-            if reply.hang_before_headers:
+            if reply.before_headers is HANG:
                 await asyncio.Event().wait()
-            if reply.status != 200 or not reply.steps or reply.headers.get("Content-Length"):
+            if reply.before_headers is RESET:
+                request.transport.abort()
+                return web.Response()
+            if reply.status != 200 or not reply.steps:
                 body = b"".join(s for s in reply.steps if isinstance(s, bytes))
                 return web.Response(status=reply.status, body=body, headers=reply.headers)
             response = web.StreamResponse(status=reply.status, headers=reply.headers)
@@ -88,6 +93,9 @@ class FakeUpstream:
                     await asyncio.sleep(step.seconds)
                 elif step is HANG:
                     await asyncio.Event().wait()
+                elif step is RESET:
+                    request.transport.abort()
+                    return response
                 else:
                     await response.write(step)
                     await asyncio.sleep(0)  # let each write leave as its own segment

@@ -1,0 +1,247 @@
+"""Stream lifecycle over real sockets: disconnects, timeouts, keep-alives, what is sent upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import FAKE_KEY
+from tests.fakes.upstream import HANG, Reply, Wait, chat_chunk, sse
+
+CHAT = {"model": "up/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+ROLE = chat_chunk({"role": "assistant", "content": ""})
+BOUND = 10  # seconds: a bound on waits so that a broken gateway fails the test instead of hanging it
+
+
+async def read_events(response) -> list[bytes]:
+    """The raw SSE events (data and comments) of a response, in order."""
+    events, buffer = [], b""
+    async for data in response.content.iter_any():
+        buffer += data
+        while b"\n\n" in buffer:
+            event, buffer = buffer.split(b"\n\n", 1)
+            events.append(event)
+    return events
+
+
+async def next_event(response, buffer: bytearray) -> bytes:
+    while b"\n\n" not in buffer:
+        data = await asyncio.wait_for(response.content.readany(), BOUND)
+        assert data, "the stream ended early"
+        buffer += data
+    event, _, rest = bytes(buffer).partition(b"\n\n")
+    buffer[:] = rest
+    return event
+
+
+def gateway_tasks() -> list[asyncio.Task]:
+    """Tasks still running gateway code (the test's own task aside)."""
+    current = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t is not current and "gateway" in repr(t.get_coro())]
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+async def test_client_disconnect_closes_upstream_at_once(upstream, gateway):
+    release = asyncio.Event()
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hel"}), done=False), Wait(release),
+                                sse(chat_chunk({}, "stop"))]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    buffer = bytearray()
+    assert b"Hel" not in await next_event(response, buffer)  # the role chunk
+    assert b"Hel" in await next_event(response, buffer)
+    response.connection.transport.abort()  # the client goes away mid-stream
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)  # the upstream sees its connection closed
+    assert upstream.cut_off == 1
+    await settle()
+    assert gateway_tasks() == []
+    assert not release.is_set()
+
+
+async def test_client_disconnect_before_first_chunk_closes_upstream(upstream, make_gateway):
+    gateway = await make_gateway(keepalive=0.05)
+    upstream.queue(Reply(steps=[HANG]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 200  # committed after the keep-alive interval
+    buffer = bytearray()
+    assert await next_event(response, buffer) == b": keep-alive"
+    response.connection.transport.abort()
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
+    await settle()
+    assert gateway_tasks() == []
+
+
+async def test_client_disconnect_during_non_stream_request_closes_upstream(upstream, gateway):
+    upstream.queue(Reply(steps=[sse(ROLE, done=False), HANG]))
+    request = asyncio.ensure_future(gateway.post("/v2/chat/completions", json={**CHAT, "stream": False}))
+    while upstream.active == 0:
+        await asyncio.sleep(0.01)
+    request.cancel()  # the client gives up: its connection closes
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
+    await settle()
+    assert gateway_tasks() == []
+
+
+async def test_idle_timeout_ends_stream_with_error_and_closes_upstream(upstream, make_gateway):
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 5, idle: 0.3, total: 30}", keepalive=0.05)
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), HANG]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    events = await asyncio.wait_for(read_events(response), BOUND)
+    # keep-alives went to the client while upstream was silent, and did not reset its idle timer
+    assert events.count(b": keep-alive") >= 2
+    error = orjson.loads(events[-2].removeprefix(b"data: "))["error"]
+    assert error["code"] == "upstream_idle_timeout"
+    assert events[-1] == b"data: [DONE]"
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
+
+
+async def test_total_timeout_ends_a_stream_that_never_ends(upstream, make_gateway):
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 5, idle: 5, total: 0.5}")
+    trickle = [sse(chat_chunk({"content": "x"}), done=False) for _ in range(400)]
+    from tests.fakes.upstream import Sleep
+
+    steps = [sse(ROLE, done=False)]
+    for piece in trickle:
+        steps += [piece, Sleep(0.01)]
+    upstream.queue(Reply(steps=steps))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    events = await asyncio.wait_for(read_events(response), BOUND)
+    assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_total_timeout"
+    assert events[-1] == b"data: [DONE]"
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
+
+
+async def test_first_byte_timeout_before_headers_is_a_504(upstream, make_gateway):
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 0.3, idle: 5, total: 30}", keepalive=5)
+    upstream.queue(Reply(before_headers=HANG))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 504
+    assert (await response.json())["error"]["code"] == "upstream_first_byte_timeout"
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
+
+
+async def test_first_byte_timeout_after_headers_with_no_body(upstream, make_gateway):
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 0.3, idle: 5, total: 30}", keepalive=5)
+    upstream.queue(Reply(steps=[HANG]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 504
+    assert (await response.json())["error"]["code"] == "upstream_first_byte_timeout"
+
+
+async def test_slow_first_chunk_commits_200_and_keeps_alive(upstream, make_gateway):
+    gateway = await make_gateway(keepalive=0.05)
+    release = asyncio.Event()
+    upstream.queue(Reply(steps=[Wait(release), sse(ROLE, chat_chunk({"content": "late"}), chat_chunk({}, "stop"))]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    buffer = bytearray()
+    assert await next_event(response, buffer) == b": keep-alive"
+    assert await next_event(response, buffer) == b": keep-alive"
+    release.set()
+    events = [await next_event(response, buffer) for _ in range(4)]
+    events = [e for e in events if e != b": keep-alive"]
+    assert any(b'"late"' in e for e in events)
+
+
+async def test_stream_headers(upstream, gateway):
+    upstream.stream(sse(ROLE, chat_chunk({}, "stop")))
+    response = await gateway.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert "Content-Length" not in response.headers
+    assert response.headers["x-request-id"]
+    events = await read_events(response)
+    assert events[-1] == b"data: [DONE]"
+
+
+async def test_upstream_request_carries_model_key_and_options(upstream, gateway):
+    upstream.stream(sse(ROLE, chat_chunk({}, "stop")))
+    body = {**CHAT, "stream": False, "temperature": 0.2, "top_k": 5, "user": "u1"}
+    response = await gateway.post("/v2/chat/completions", json=body)
+    assert response.status == 200
+    sent = upstream.received[0]
+    assert sent.path == "/v1/chat/completions"
+    assert sent.headers["Authorization"] == f"Bearer {FAKE_KEY}"
+    assert sent.body["model"] == "gpt-4o-mini"
+    assert sent.body["stream"] is True and sent.body["stream_options"] == {"include_usage": True}
+    assert sent.body["temperature"] == 0.2 and sent.body["top_k"] == 5 and sent.body["user"] == "u1"
+    assert sent.body["messages"] == CHAT["messages"]
+
+
+async def test_route_alias_uses_first_enabled_target(upstream, gateway):
+    upstream.stream(sse(ROLE, chat_chunk({"content": "via up"}), chat_chunk({}, "stop")))
+    response = await gateway.post("/v2/chat/completions", json={**CHAT, "model": "chat", "stream": False})
+    assert (await response.json())["choices"][0]["message"]["content"] == "via up"
+    assert upstream.received[0].body["model"] == "gpt-4o-mini"
+
+
+async def test_models_and_health(gateway):
+    models = await (await gateway.get("/v1/models")).json()
+    ids = [m["id"] for m in models["data"]]
+    assert "demo/echo" in ids and "chat" in ids
+    assert models["object"] == "list"
+    assert (await (await gateway.get("/healthz")).json()) == {"status": "ok"}
+    verbose = await (await gateway.get("/healthz?verbose=1")).json()
+    assert verbose["providers"]["up"]["enabled"] is True
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v2/chat/completions"])
+async def test_demo_streams_text_and_usage(gateway, path):
+    response = await gateway.post(path, json={**CHAT, "model": "demo/echo",
+                                               "stream_options": {"include_usage": True}})
+    events = await read_events(response)
+    chunks = [orjson.loads(e.removeprefix(b"data: ")) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert 'You wrote: "hi"' in text
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert events[-1] == b"data: [DONE]"
+
+
+async def test_demo_calls_a_tool_when_tools_are_given(gateway):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"]}}}]
+    response = await gateway.post("/v2/chat/completions", json={**CHAT, "model": "demo/echo", "stream": False,
+                                                                 "tools": tools})
+    choice = (await response.json())["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    call = choice["message"]["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather"
+    assert orjson.loads(call["function"]["arguments"]) == {"city": "hi", "days": 1}
+
+
+async def test_many_concurrent_streams_all_complete(upstream, gateway):
+    upstream.default = Reply(steps=[sse(ROLE, *[chat_chunk({"content": f"{i} "}) for i in range(20)],
+                                        chat_chunk({}, "stop"))])
+
+    async def one():
+        response = await gateway.post("/v2/chat/completions", json=CHAT)
+        events = await read_events(response)
+        return events[-1] == b"data: [DONE]" and len(events) == 23
+
+    assert all(await asyncio.wait_for(asyncio.gather(*(one() for _ in range(50))), BOUND * 3))
+    assert len(upstream.received) == 50
+
+
+async def test_upstream_connection_reused_after_complete_stream(upstream, gateway):
+    upstream.default = Reply(steps=[sse(ROLE, chat_chunk({}, "stop"))])
+    for _ in range(3):
+        response = await gateway.post("/v2/chat/completions", json=CHAT)
+        await read_events(response)
+    ports = {r.headers.get("X-Forwarded-Port") for r in upstream.received}
+    assert len(upstream.received) == 3 and ports == {None}
+    session: aiohttp.ClientSession = gateway.app[__import__("gateway.keys").keys.SESSION]
+    assert sum(len(v) for v in session.connector._conns.values()) == 1  # one pooled connection served all three
