@@ -145,7 +145,7 @@ def _clean_delta(delta: dict) -> dict:
     out = {}
     part_reasoning = ""
     for key, value in delta.items():
-        if value is None or value == "" or key in _SKIPPED_DELTA_KEYS:
+        if value is None or (not value and isinstance(value, (str, list, dict))) or key in _SKIPPED_DELTA_KEYS:
             continue
         if key == "content" and isinstance(value, list):
             text, part_reasoning = _split_content_parts(value)
