@@ -1,7 +1,14 @@
 #!/bin/sh
-# The test command: sets up .venv with the test tools and runs the whole suite.
-# Extra arguments go to pytest.
+# The test command: sets up .venv with the test tools, installs the servers some tests start
+# (nginx) when missing, and runs the whole suite. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/bootstrap.sh test
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx >/dev/null
+    else
+        echo "nginx is missing: the deployment test needs it (sudo apt-get install nginx)" >&2
+    fi
+fi
 exec .venv/bin/python -m pytest -q "$@"
