@@ -35,6 +35,16 @@ providers:
     base_url: {upstream_url}/v1
     api_key: {FAKE_KEY}
     timeouts: {timeouts}
+  - name: ant
+    kind: anthropic
+    base_url: {upstream_url}
+    api_key: {FAKE_KEY}
+    timeouts: {timeouts}
+  - name: gem
+    kind: gemini
+    base_url: {upstream_url}
+    api_key: {FAKE_KEY}
+    timeouts: {timeouts}
   - name: demo
     kind: demo
     models: [echo]
