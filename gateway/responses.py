@@ -40,11 +40,14 @@ def encoder(ctx: RequestContext):
 
 
 class _ChoiceParts:
-    __slots__ = ("content", "reasoning", "refusal", "tool_calls", "logprobs", "finish_reason")
+    __slots__ = ("content", "reasoning", "refusal", "tool_calls", "logprobs", "finish_reason", "thinking_blocks",
+                 "block_start")
 
     def __init__(self) -> None:
         self.content: list[str] = []
         self.reasoning: list[str] = []
+        self.thinking_blocks: list[dict] = []  # signed and redacted reasoning, to be sent back as is
+        self.block_start = 0  # where the current thinking block's text begins in `reasoning`
         self.refusal: list[str] = []
         self.tool_calls: dict[int, dict] = {}
         self.logprobs: dict | None = None
@@ -56,6 +59,12 @@ class _ChoiceParts:
             self.content.append(delta["content"])
         if isinstance(delta.get("reasoning_content"), str):
             self.reasoning.append(delta["reasoning_content"])
+        if delta.get("reasoning_signature"):
+            self.thinking_blocks.append({"type": "thinking", "thinking": "".join(self.reasoning[self.block_start:]),
+                                         "signature": delta["reasoning_signature"]})
+            self.block_start = len(self.reasoning)
+        if delta.get("redacted_thinking"):
+            self.thinking_blocks.append({"type": "redacted_thinking", "data": delta["redacted_thinking"]})
         if isinstance(delta.get("refusal"), str):
             self.refusal.append(delta["refusal"])
         for call in delta.get("tool_calls") or ():
@@ -83,10 +92,13 @@ class _ChoiceParts:
             self.finish_reason = choice["finish_reason"]
 
     def chat_choice(self, index: int) -> dict:
-        message: dict = {"role": "assistant", "content": "".join(self.content) if self.content else None,
+        text = "".join(self.content)
+        message: dict = {"role": "assistant", "content": text or (None if self.tool_calls or not self.content else ""),
                          "refusal": "".join(self.refusal) if self.refusal else None}
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
+        if self.thinking_blocks:
+            message["thinking_blocks"] = self.thinking_blocks
         if self.tool_calls:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         return {"index": index, "message": message, "logprobs": self.logprobs, "finish_reason": self.finish_reason}

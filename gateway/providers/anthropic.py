@@ -1,0 +1,360 @@
+"""Anthropic's Messages API: OpenAI requests in, Messages SSE out as OpenAI chat chunks.
+
+Reasoning survives a multi-turn tool conversation: thinking text streams as `delta.reasoning_content`,
+each thinking block's signature as `delta.reasoning_signature`, a redacted block as
+`delta.redacted_thinking`; a combined answer carries them as `message.thinking_blocks`, and an
+assistant message sent back with `thinking_blocks` gives Anthropic its thinking blocks again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..context import RequestContext
+from ..errors import invalid_param, upstream_truncated
+from ..sse import SSEEvent
+from ..upstream import UpstreamRequest, stream_error
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+# reasoning_effort -> thinking budget (Anthropic's minimum budget is 1024 tokens)
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+FINISH_REASONS = {
+    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+    "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
+}
+# the HTTP status each of Anthropic's error types stands for, so mid-stream errors map like HTTP ones
+ERROR_STATUS = {
+    "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+    "overloaded_error": 529,
+}
+
+
+# ---- request: OpenAI shape -> Messages API ----
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or () if isinstance(p, dict) and p.get("type") == "text")
+
+
+def _image(url: str, param: str) -> dict:
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media_type = header[5:].split(";")[0] or "image/png"
+        if ";base64" not in header or not data:
+            raise invalid_param(param, "an image data URL must be base64-encoded")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise invalid_param(param, "an image URL must be an http(s) or data: URL")
+
+
+def _blocks(content: Any, where: str) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks = []
+    for j, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise invalid_param(f"{where}.content[{j}].image_url", "an image part needs a url")
+            blocks.append(_image(url, f"{where}.content[{j}].image_url"))
+        else:
+            raise invalid_param(f"{where}.content[{j}].type", f"content part type '{kind}' is not supported here")
+    return blocks
+
+
+def _arguments(call: dict, where: str) -> dict:
+    raw = (call.get("function") or {}).get("arguments") or "{}"
+    try:
+        value = orjson.loads(raw) if isinstance(raw, str) else raw
+    except orjson.JSONDecodeError:
+        raise invalid_param(f"{where}.function.arguments", "tool call arguments must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise invalid_param(f"{where}.function.arguments", "tool call arguments must be a JSON object")
+    return value
+
+
+def _thinking_blocks(message: dict) -> list[dict]:
+    blocks = []
+    for block in message.get("thinking_blocks") or ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "thinking" and block.get("signature"):
+            blocks.append({"type": "thinking", "thinking": block.get("thinking", ""), "signature": block["signature"]})
+        elif block.get("type") == "redacted_thinking" and block.get("data"):
+            blocks.append({"type": "redacted_thinking", "data": block["data"]})
+    return blocks
+
+
+def _messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(system blocks, alternating messages): same-role turns merged, tool results in user turns."""
+    system: list[dict] = []
+    turns: list[dict] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        role = message["role"]
+        if role in ("system", "developer"):
+            text = _text(message.get("content"))
+            if text:
+                system.append({"type": "text", "text": text})
+            continue
+        if role == "assistant":
+            blocks = _thinking_blocks(message) + _blocks(message.get("content"), where)
+            for k, call in enumerate(message.get("tool_calls") or ()):
+                function = call.get("function") or {}
+                blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_gw{i}_{k}",
+                               "name": function.get("name", ""), "input": _arguments(call, f"{where}.tool_calls[{k}]")})
+            turn_role = "assistant"
+        elif role in ("tool", "function"):
+            result = message.get("content")
+            blocks = [{"type": "tool_result", "tool_use_id": message.get("tool_call_id") or message.get("name", ""),
+                       "content": _blocks(result, where) if isinstance(result, list) else _text(result)}]
+            turn_role = "user"
+        else:
+            blocks = _blocks(message.get("content"), where)
+            turn_role = "user"
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == turn_role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": turn_role, "content": blocks})
+    return system, turns
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict | None:
+    if choice is None and parallel is not False:
+        return None
+    if isinstance(choice, dict):
+        out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    else:
+        out = {"type": {"none": "none", "required": "any", "any": "any"}.get(choice, "auto")}
+    if parallel is False and out["type"] != "none":
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def build_body(ctx: RequestContext) -> dict:
+    body = ctx.body
+    if ctx.endpoint == "completions":
+        prompt = body["prompt"]
+        messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else "\n".join(prompt)}]
+    else:
+        messages = body["messages"]
+    system, turns = _messages(messages)
+    if not turns:
+        raise invalid_param("messages", "Anthropic needs at least one user or assistant message")
+    out: dict[str, Any] = {"model": ctx.model, "messages": turns, "stream": True}
+    if system:
+        out["system"] = system
+    thinking = body.get("thinking")
+    effort = body.get("reasoning_effort")
+    if thinking is None and effort in THINKING_BUDGETS:
+        thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = DEFAULT_MAX_TOKENS
+        if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
+            max_tokens += thinking["budget_tokens"]  # the budget counts against max_tokens
+    out["max_tokens"] = max_tokens
+    if thinking is not None:
+        out["thinking"] = thinking
+    thinking_on = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    if body.get("temperature") is not None and not thinking_on:  # thinking allows no temperature
+        out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
+    if body.get("top_p") is not None and not thinking_on:
+        out["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    tools = body.get("tools")
+    if tools:
+        out["tools"] = [
+            {"name": t["function"]["name"], "description": t["function"].get("description", ""),
+             "input_schema": t["function"].get("parameters") or {"type": "object", "properties": {}}}
+            for t in tools
+        ]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None and tools:
+        out["tool_choice"] = choice
+    if isinstance(body.get("user"), str):
+        out["metadata"] = {"user_id": body["user"]}
+    return out
+
+
+def build_request(ctx: RequestContext) -> UpstreamRequest:
+    provider = ctx.provider
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
+               "anthropic-version": API_VERSION, **provider.headers}
+    if provider.api_key:
+        headers["x-api-key"] = provider.api_key
+    return UpstreamRequest(f"{provider.base_url}/v1/messages", headers, orjson.dumps(build_body(ctx)))
+
+
+# ---- stream: Messages SSE -> OpenAI chunks ----
+
+class State:
+    __slots__ = ("provider", "id", "model", "created", "started", "blocks", "tools", "input_tokens",
+                 "cache_tokens", "output_tokens", "thinking_tokens", "finish", "done", "malformed")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.provider = ctx.provider
+        self.id = f"chatcmpl-{ctx.request_id}"
+        self.model = ctx.model
+        self.created = ctx.created
+        self.started = False
+        self.blocks: dict[int, list] = {}  # block index -> [kind, tool index, got arguments]
+        self.tools = 0
+        self.input_tokens = 0
+        self.cache_tokens = 0
+        self.output_tokens = 0
+        self.thinking_tokens: int | None = None
+        self.finish: str | None = None
+        self.done = False
+        self.malformed = 0
+
+
+def new_state(ctx: RequestContext) -> State:
+    return State(ctx)
+
+
+def _chunk(state: State, delta: dict, finish: str | None = None) -> dict:
+    return {"id": state.id, "object": "chat.completion.chunk", "created": state.created, "model": state.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def _usage(state: State) -> dict:
+    prompt = state.input_tokens + state.cache_tokens
+    usage = {"prompt_tokens": prompt, "completion_tokens": state.output_tokens,
+             "total_tokens": prompt + state.output_tokens,
+             "prompt_tokens_details": {"cached_tokens": state.cache_tokens}}
+    if state.thinking_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": state.thinking_tokens}
+    return usage
+
+
+def _count_input(state: State, usage: dict) -> None:
+    if isinstance(usage.get("input_tokens"), int):
+        state.input_tokens = usage["input_tokens"]
+    cache = (usage.get("cache_read_input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
+    if cache:
+        state.cache_tokens = cache
+
+
+def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
+    if state.done:
+        return ()
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        state.malformed += 1
+        return ()
+    if not isinstance(payload, dict):
+        state.malformed += 1
+        return ()
+    kind = payload.get("type") or event.event
+    if kind == "content_block_delta":
+        return _block_delta(state, payload)
+    if kind == "content_block_start":
+        return _block_start(state, payload)
+    if kind == "content_block_stop":
+        block = state.blocks.get(payload.get("index"))
+        if block and block[0] == "tool_use" and not block[2]:  # a call with no arguments: "{}"
+            return (_chunk(state, {"tool_calls": [{"index": block[1], "function": {"arguments": "{}"}}]}),)
+        return ()
+    if kind == "message_start":
+        if state.started:  # a second message_start (spliced streams) does not restart the answer
+            return ()
+        state.started = True
+        message = payload.get("message") or {}
+        if message.get("id"):
+            state.id = f"chatcmpl-{message['id']}"
+        if message.get("model"):
+            state.model = message["model"]
+        _count_input(state, message.get("usage") or {})
+        return (_chunk(state, {"role": "assistant", "content": ""}),)
+    if kind == "message_delta":
+        usage = payload.get("usage") or {}
+        _count_input(state, usage)
+        if isinstance(usage.get("output_tokens"), int):
+            state.output_tokens = usage["output_tokens"]
+        thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens")
+        if isinstance(thinking, int):
+            state.thinking_tokens = thinking
+        reason = (payload.get("delta") or {}).get("stop_reason")
+        if not reason or state.finish:
+            return ()
+        state.finish = FINISH_REASONS.get(reason, "stop")
+        usage_chunk = {"id": state.id, "object": "chat.completion.chunk", "created": state.created,
+                       "model": state.model, "choices": [], "usage": _usage(state)}
+        return (_chunk(state, {}, state.finish), usage_chunk)
+    if kind == "message_stop":
+        state.done = True
+        return ()
+    if kind == "error":
+        error = payload.get("error") or {}
+        status = ERROR_STATUS.get(error.get("type"), 502)
+        raise stream_error(state.provider, {"error": {"message": error.get("message") or error.get("type"),
+                                                      "status_code": status}})
+    return ()  # ping and unknown events
+
+
+def _block_start(state: State, payload: dict) -> tuple[dict, ...]:
+    index = payload.get("index")
+    block = payload.get("content_block") or {}
+    kind = block.get("type")
+    if kind == "tool_use":
+        state.blocks[index] = ["tool_use", state.tools, False]
+        state.tools += 1
+        header = {"index": state.tools - 1, "id": block.get("id") or f"toolu_gw{state.tools}", "type": "function",
+                  "function": {"name": block.get("name", ""), "arguments": ""}}
+        return (_chunk(state, {"tool_calls": [header]}),)
+    state.blocks[index] = [kind, None, False]
+    if kind == "text" and block.get("text"):
+        return (_chunk(state, {"content": block["text"]}),)
+    if kind == "thinking" and block.get("thinking"):
+        return (_chunk(state, {"reasoning_content": block["thinking"]}),)
+    if kind == "redacted_thinking":
+        return (_chunk(state, {"redacted_thinking": block.get("data", "")}),)
+    return ()  # server_tool_use and *_tool_result blocks run on Anthropic's side: not client tool calls
+
+
+def _block_delta(state: State, payload: dict) -> tuple[dict, ...]:
+    block = state.blocks.get(payload.get("index"))
+    if block is None:
+        return ()
+    delta = payload.get("delta") or {}
+    kind = delta.get("type")
+    if kind == "text_delta" and block[0] == "text":
+        text = delta.get("text")
+        return (_chunk(state, {"content": text}),) if text else ()
+    if kind == "input_json_delta" and block[0] == "tool_use":
+        fragment = delta.get("partial_json")
+        if not fragment:
+            return ()
+        block[2] = True
+        return (_chunk(state, {"tool_calls": [{"index": block[1], "function": {"arguments": fragment}}]}),)
+    if kind == "thinking_delta":
+        text = delta.get("thinking")
+        return (_chunk(state, {"reasoning_content": text}),) if text else ()
+    if kind == "signature_delta" and delta.get("signature"):
+        return (_chunk(state, {"reasoning_signature": delta["signature"]}),)
+    return ()  # citations_delta, and deltas of server-side tool blocks
+
+
+def finish(state: State) -> tuple[dict, ...]:
+    if state.finish is None:
+        raise upstream_truncated(state.provider.name)
+    return ()
