@@ -1,0 +1,388 @@
+"""The deployment as shipped: nginx with deploy/nginx/gateway.conf in front of a `gateway serve` process.
+
+A fake provider streams OpenAI chunks and, after the first content chunk, waits for the test to let it go
+on: the client behind nginx must already hold that chunk, which proves that nothing in between buffers the
+stream, with no timing assertion. Every wait is bounded, so a buffering proxy fails instead of hanging.
+The systemd units are checked with `systemd-analyze verify` where it exists.
+
+nginx must be installed (`apt-get install -y nginx`): without it these tests skip, except on CI, where
+they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "deploy" / "nginx" / "gateway.conf"
+UNITS = ROOT / "deploy" / "systemd"
+TIMEOUT = 10.0  # bound on every wait; generous, never reached unless something is wrong
+MAX_BODY = 4 << 20  # the gateway's default server.max_body_bytes, which the site must match
+MODEL = "fake/m1"
+
+
+def nginx_binary() -> str:
+    """Called in the test bodies, not in a fixture: on CI a missing nginx is a failure, not an error."""
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if found:
+        return found
+    message = "nginx is not installed (apt-get install -y nginx): deploy/nginx/gateway.conf cannot be tested"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render_site(template: str, listen_port: int, gateway_port: int, log_dir: Path) -> str:
+    """deploy/nginx/gateway.conf with the test's ports and paths; each substitution must find its target,
+    so that a change to the file cannot make the test quietly check something else."""
+    listens = 0
+
+    def listen(match: re.Match) -> str:
+        nonlocal listens
+        listens += 1
+        return f"{match.group(1)}listen 127.0.0.1:{listen_port};\n" if listens == 1 else ""
+
+    site = re.sub(r"(?m)^([ \t]*)listen\s[^;]*;[^\n]*\n", listen, template)
+    assert listens >= 1, "no listen directive in gateway.conf"
+    site, servers = re.subn(r"(?m)^([ \t]*)server\s+127\.0\.0\.1:8080\b", rf"\g<1>server 127.0.0.1:{gateway_port}", site)
+    assert servers == 1, "gateway.conf's upstream must list server 127.0.0.1:8080 once"
+    site = site.replace("/var/log/nginx/", f"{log_dir}/")
+    leftover = re.findall(r"(?m)^[^#\n]*\s(/(?:var|etc|run)/\S*)", site)
+    assert not leftover, f"gateway.conf refers to system paths the test does not redirect: {leftover}"
+    return site
+
+
+def nginx_conf(prefix: Path, site_file: Path) -> str:
+    """The main config around the site, like Debian's nginx.conf, but with every path in `prefix`."""
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # as root, workers would be nobody: no access here
+    temp = "".join(f"    {kind}_temp_path {prefix}/{kind}_temp;\n"
+                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{
+    worker_connections 256;
+}}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    access_log {prefix}/access.log;
+    # Site-wide compression that includes event streams, as an admin might set: the site must still stream.
+    gzip on;
+    gzip_types text/event-stream application/json;
+{temp}    include {site_file};
+}}
+"""
+
+
+def chunk(delta: dict, finish: str | None = None) -> bytes:
+    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": "m1",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class FakeProvider:
+    """An OpenAI-compatible provider: streams "Hello", then, if `gate` is set, waits on it, then " world"."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.waiting = asyncio.Event()  # the first content chunk is out and the stream is held on `gate`
+        self.requests: list[dict] = []
+        self.app = web.Application(client_max_size=2 * MAX_BODY)
+        self.app.router.add_post("/v1/chat/completions", self.chat)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(await request.json())
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk({"role": "assistant", "content": ""}))
+        await response.write(chunk({"content": "Hello"}))
+        if self.gate is not None:
+            self.waiting.set()
+            async with asyncio.timeout(TIMEOUT):
+                await self.gate.wait()
+        await response.write(chunk({"content": " world"}))
+        await response.write(chunk({}, finish="stop"))
+        await response.write(b"data: " + orjson.dumps({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": "m1",
+            "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL to the process group (nginx's workers included) if it does not go."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the group holds only what it started
+            process.wait(timeout=TIMEOUT)
+
+
+def log_of(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:] if path.exists() else "(no log)"
+
+
+async def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    assert process.poll() is None, f"{process.args[0]} exited with {process.returncode}:\n{log_of(log)}"
+                    try:
+                        async with session.get(url) as response:
+                            if response.status == 200:
+                                return
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pytest.fail(f"{url} did not answer within {TIMEOUT} s:\n{log_of(log)}")
+
+
+class Stack:
+    def __init__(self, tmp: Path, provider: FakeProvider, processes: list[subprocess.Popen], gateway_port: int,
+                 nginx_port: int) -> None:
+        self.tmp = tmp
+        self.provider = provider
+        self.processes = processes  # the gateway, then nginx
+        self.gateway_port = gateway_port
+        self.nginx_port = nginx_port
+        self.url = f"http://127.0.0.1:{nginx_port}"
+
+
+@pytest.fixture
+async def stack_factory(aiohttp_server, tmp_path):
+    """`await start(nginx)`: a fake provider, the gateway in front of it, nginx in front of the gateway."""
+    processes: list[subprocess.Popen] = []
+
+    async def start(nginx: str) -> Stack:
+        provider = FakeProvider()
+        upstream = await aiohttp_server(provider.app, host="127.0.0.1")
+        gateway_port, nginx_port = free_port(), free_port()
+        config = tmp_path / "providers.yaml"
+        config.write_text(f"""
+server: {{host: 127.0.0.1, port: {gateway_port}, shutdown_grace: 2}}
+providers:
+  - name: fake
+    kind: openai
+    base_url: http://127.0.0.1:{upstream.port}/v1
+    api_key: sk-test-deploy0123456789
+    models: [m1]
+    timeouts: {{connect: 2, first_byte: 20, idle: 20, total: 60}}
+middlewares: [normalize]
+""")
+        gateway_log = tmp_path / "gateway.log"
+        with gateway_log.open("wb") as out:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--config", str(config),
+                 "--host", "127.0.0.1", "--port", str(gateway_port)],
+                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        await wait_until_serving(f"http://127.0.0.1:{gateway_port}/healthz", processes[-1], gateway_log)
+
+        prefix = tmp_path / "nginx"
+        prefix.mkdir()
+        site = prefix / "gateway.conf"
+        site.write_text(render_site(SITE.read_text(), nginx_port, gateway_port, prefix))
+        conf = prefix / "nginx.conf"
+        conf.write_text(nginx_conf(prefix, site))
+        command = [nginx, "-p", f"{prefix}/", "-c", str(conf)]
+        checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=TIMEOUT)
+        assert checked.returncode == 0, f"nginx -t rejected the config:\n{checked.stderr}\n{site.read_text()}"
+        nginx_log = prefix / "stderr.log"
+        with nginx_log.open("wb") as out:
+            processes.append(subprocess.Popen(
+                [*command, "-g", "daemon off;"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True))
+        await wait_until_serving(f"http://127.0.0.1:{nginx_port}/healthz", processes[-1], prefix / "error.log")
+        return Stack(tmp_path, provider, processes, gateway_port, nginx_port)
+
+    try:
+        yield start
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+async def read_event(response: aiohttp.ClientResponse) -> bytes | None:
+    """The next event's data (comments skipped), None at the end of the stream."""
+    data: list[bytes] = []
+    while True:
+        line = await response.content.readline()
+        if not line:
+            return b"\n".join(data) if data else None
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if data:
+                return b"\n".join(data)
+            continue
+        if line.startswith(b"data:"):
+            data.append(line[5:].removeprefix(b" "))
+
+
+def request_body(stream: bool, content: str = "hi") -> dict:
+    return {"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": content}]}
+
+
+async def test_stream_passes_nginx_unbuffered(stack_factory):
+    stack = await stack_factory(nginx_binary())
+    provider = stack.provider
+    provider.gate = asyncio.Event()
+    sent_id = "deploy-test-0123456789"
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                response = await session.post(f"{stack.url}/v2/chat/completions", json=request_body(True),
+                                              headers={"X-Request-Id": sent_id, "Accept-Encoding": "gzip"})
+        except TimeoutError:
+            pytest.fail(f"no response head through nginx within {TIMEOUT} s while the provider held the stream "
+                        f"after its first content chunk: something buffers it")
+        async with response:
+            assert response.status == 200, await response.text()
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            assert "Content-Length" not in response.headers
+            assert "Content-Encoding" not in response.headers  # not gzipped, despite the site-wide gzip_types
+            assert response.headers.get("x-request-id"), "the gateway's request id must reach the client"
+
+            seen: list[dict] = []
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    while not any(c["choices"] and c["choices"][0]["delta"].get("content") == "Hello" for c in seen):
+                        data = await read_event(response)
+                        assert data is not None, f"the stream ended early: {seen}"
+                        seen.append(json.loads(data))
+            except TimeoutError:
+                pytest.fail(f"the first content chunk did not get through nginx within {TIMEOUT} s while the "
+                            f"provider held the stream: something buffers it (got {seen})")
+            # The provider is still holding the rest back: "Hello" came through on its own.
+            assert provider.waiting.is_set() and not provider.gate.is_set()
+            assert seen[0]["choices"][0]["delta"]["role"] == "assistant"
+
+            provider.gate.set()
+            rest: list[bytes] = []
+            async with asyncio.timeout(TIMEOUT):
+                while (data := await read_event(response)) is not None:
+                    rest.append(data)
+    assert rest[-1] == b"[DONE]"
+    chunks = [json.loads(d) for d in rest[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == " world"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert len(provider.requests) == 1
+
+    # nginx logs the client's X-Request-Id (it also passes it to the gateway as X-Request-Id).
+    access_log = stack.tmp / "nginx" / "gateway.access.log"
+    async with asyncio.timeout(TIMEOUT):
+        while f"rid={sent_id}" not in (access_log.read_text() if access_log.exists() else ""):
+            await asyncio.sleep(0.05)
+
+
+async def test_non_streaming_through_nginx(stack_factory):
+    stack = await stack_factory(nginx_binary())
+    async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+        async with session.post(f"{stack.url}/v1/chat/completions", json=request_body(False)) as response:
+            assert response.status == 200, await response.text()
+            assert response.headers["Content-Type"].startswith("application/json")
+            answer = await response.json()
+        async with session.get(f"{stack.url}/v1/models") as response:
+            assert response.status == 200
+            assert MODEL in [m["id"] for m in (await response.json())["data"]]
+    assert answer["object"] == "chat.completion"
+    message = answer["choices"][0]["message"]
+    assert (message["role"], message["content"]) == ("assistant", "Hello world")
+    assert answer["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_body_limit_matches_the_gateway(stack_factory):
+    """nginx lets through every body the gateway takes (4 MiB), and refuses larger ones in OpenAI's shape."""
+    stack = await stack_factory(nginx_binary())
+    empty = len(orjson.dumps(request_body(False, "")))
+    at_limit = orjson.dumps(request_body(False, "x" * (MAX_BODY - empty)))
+    assert len(at_limit) == MAX_BODY
+    over = orjson.dumps(request_body(False, "x" * (MAX_BODY - empty + 1)))
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+        async with session.post(f"{stack.url}/v2/chat/completions", data=at_limit, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        async with session.post(f"{stack.url}/v2/chat/completions", data=over, headers=headers) as response:
+            assert response.status == 413
+            assert response.headers["Content-Type"].startswith("application/json")
+            error = (await response.json())["error"]
+    assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
+    assert len(stack.provider.requests) == 1
+
+
+@pytest.mark.parametrize("unit", ["gateway.service", "gateway@8080.service"])
+def test_systemd_unit_verifies(unit, tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # verify insists that ExecStart exists: point it at a stand-in for the installed venv's script.
+    stand_in = tmp_path / "gateway"
+    stand_in.write_text("#!/bin/sh\n")
+    stand_in.chmod(0o755)
+    source = (UNITS / unit.replace("8080", "")).read_text()
+    assert "/opt/gateway/.venv/bin/gateway serve --config /etc/gateway/providers.yaml" in source
+    (tmp_path / unit).write_text(source.replace("/opt/gateway/.venv/bin/gateway", str(stand_in))
+                                 .replace("WorkingDirectory=/opt/gateway", f"WorkingDirectory={tmp_path}"))
+    result = subprocess.run([analyze, "verify", "--man=no", str(tmp_path / unit)],
+                            capture_output=True, text=True, timeout=60)
+    # It exits 0 even on unknown keys and bad values, which it only reports: any output is a finding.
+    assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), \
+        f"systemd-analyze verify {unit}:\n{result.stdout}{result.stderr}"
+
+
+async def test_sigterm_lets_a_running_stream_finish(stack_factory):
+    """`systemctl stop/restart` sends SIGTERM: a stream already running through nginx still ends with [DONE],
+    and the gateway then exits 0 (systemd sees a clean stop, not a failure to restart)."""
+    stack = await stack_factory(nginx_binary())
+    provider = stack.provider
+    provider.gate = asyncio.Event()
+    gateway = stack.processes[0]
+    async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+        async with session.post(f"{stack.url}/v2/chat/completions", json=request_body(True)) as response:
+            assert response.status == 200
+            while not provider.waiting.is_set():
+                assert await read_event(response) is not None
+            gateway.send_signal(signal.SIGTERM)
+            # New connections are refused at once; the running stream goes on.
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=1):
+                        pass
+                except OSError:
+                    break
+                await asyncio.sleep(0.05)
+            assert gateway.poll() is None
+            provider.gate.set()
+            events = []
+            while (data := await read_event(response)) is not None:
+                events.append(data)
+    assert events[-1] == b"[DONE]"
+    async with asyncio.timeout(TIMEOUT):
+        while gateway.poll() is None:
+            await asyncio.sleep(0.05)
+    assert gateway.returncode == 0
