@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 
 import orjson
 from aiohttp import web
@@ -45,7 +47,16 @@ async def _read_json(request: web.Request) -> object:
         raise invalid_param(None, f"the request body is not valid JSON: {exc}", "invalid_json") from None
 
 
-def _context(config: Config, endpoint: str, body: dict) -> RequestContext:
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _request_id(request: web.Request) -> str:
+    """The id nginx (or the client) gave the request, so that logs line up; else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _context(config: Config, endpoint: str, body: dict, request_id: str) -> RequestContext:
     provider, model = resolve(config, body["model"])
     if not supported(provider.kind):
         raise GatewayError(501, f"provider '{provider.name}' of kind '{provider.kind}' is not served by this version",
@@ -61,16 +72,18 @@ def _context(config: Config, endpoint: str, body: dict) -> RequestContext:
         stream=stream,
         include_usage=wants_usage or not stream,  # a combined answer always reports usage
         choices=body.get("n") or 1,
+        request_id=request_id,
     )
 
 
 async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
     config = request.app[CONFIG]
+    request_id = _request_id(request)
     try:
         body = validate(await _read_json(request))
-        ctx = _context(config, endpoint, body)
+        ctx = _context(config, endpoint, body, request_id)
     except GatewayError as error:
-        return error_response(error)
+        return error_response(error, request_id)
     started = time.monotonic()
     chain = Chain(ctx, stream_chunks(ctx, request.app[SESSION]), config.middlewares)
     outcome = "cancelled"

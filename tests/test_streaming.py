@@ -245,3 +245,14 @@ async def test_upstream_connection_reused_after_complete_stream(upstream, gatewa
     assert len(upstream.received) == 3 and ports == {None}
     session: aiohttp.ClientSession = gateway.app[__import__("gateway.keys").keys.SESSION]
     assert sum(len(v) for v in session.connector._conns.values()) == 1  # one pooled connection served all three
+
+
+async def test_request_id_from_the_proxy_is_kept_and_a_bad_one_replaced(upstream, gateway):
+    upstream.stream(sse(ROLE, chat_chunk({}, "stop")))
+    response = await gateway.post("/v2/chat/completions", json=CHAT, headers={"X-Request-Id": "nginx-42.a"})
+    assert response.headers["x-request-id"] == "nginx-42.a"
+    await response.read()
+    response = await gateway.post("/v2/chat/completions", json={**CHAT, "model": "nope/x"},
+                                  headers={"X-Request-Id": "bad id\r\nX-Evil: 1"[:6] + "\u00e9"})
+    assert response.status == 404
+    assert response.headers["x-request-id"] != "bad id\u00e9" and len(response.headers["x-request-id"]) == 32
