@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from .config import Config
 from .errors import GatewayError
-from .keys import CONFIG, SESSION
+from .keys import CONFIG, IN_FLIGHT, SESSION, InFlight
 from .routes import error_response, setup_routes
 
 log = logging.getLogger("gateway")
@@ -42,10 +43,36 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _end_in_flight_at_grace(app: web.Application) -> None:
+    """On SIGTERM: requests in flight may finish within the grace; a second before aiohttp would cut
+    them, each is cancelled so that it ends with an error event (or a 503) instead of a dropped connection."""
+    in_flight = app[IN_FLIGHT]
+    grace = app[CONFIG].server.shutdown_grace
+    log.info("shutting down: %d request(s) in flight get up to %.0f s", len(in_flight.tasks), grace)
+
+    async def end() -> None:
+        await asyncio.sleep(max(grace - 1.0, 0.0))
+        in_flight.ending = True
+        for task in list(in_flight.tasks):
+            task.cancel()
+
+    if in_flight.tasks:
+        in_flight.timer = asyncio.create_task(end())
+
+
+async def _stop_timer(app: web.Application) -> None:
+    timer = app[IN_FLIGHT].timer
+    if timer is not None:
+        timer.cancel()
+
+
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_errors])
     app[CONFIG] = config
+    app[IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(_client_session)
+    app.on_shutdown.append(_end_in_flight_at_grace)
+    app.on_cleanup.append(_stop_timer)
     setup_routes(app)
     for provider in config.providers.values():
         if not provider.enabled:

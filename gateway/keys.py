@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 from aiohttp import web
 
@@ -9,3 +11,15 @@ from .config import Config
 
 CONFIG = web.AppKey("config", Config)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+class InFlight:
+    """Completion handlers still running, so that shutdown can end each one with a clear error."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task] = set()
+        self.ending = False  # set when the shutdown grace is over: handlers cancelled now must say why
+        self.timer: asyncio.Task | None = None
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -14,7 +14,7 @@ from aiohttp import web
 from .config import Config
 from .context import RequestContext
 from .errors import GatewayError, invalid_param
-from .keys import CONFIG, SESSION
+from .keys import CONFIG, IN_FLIGHT, SESSION
 from .pipeline import Chain
 from .providers import stream_chunks, supported
 from .responses import combine, encoder
@@ -25,6 +25,8 @@ from .validation import validate_chat, validate_completion
 log = logging.getLogger("gateway")
 
 _END = object()
+SHUTTING_DOWN = GatewayError(503, "the gateway is shutting down: retry the request", type="service_unavailable",
+                             code="server_shutting_down")
 
 
 def error_response(error: GatewayError, request_id: str | None = None) -> web.Response:
@@ -86,6 +88,9 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         return error_response(error, request_id)
     started = time.monotonic()
     chain = Chain(ctx, stream_chunks(ctx, request.app[SESSION]), config.middlewares)
+    in_flight = request.app[IN_FLIGHT]
+    task = asyncio.current_task()
+    in_flight.tasks.add(task)
     outcome = "cancelled"
     try:
         if ctx.stream:
@@ -96,10 +101,17 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         except GatewayError as error:
             outcome = error.code or str(error.status)
             return error_response(error, ctx.request_id)
+        except asyncio.CancelledError:
+            if not in_flight.ending:
+                raise
+            task.uncancel()
+            outcome = SHUTTING_DOWN.code
+            return error_response(SHUTTING_DOWN, ctx.request_id)
         outcome = "ok"
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"x-request-id": ctx.request_id})
     finally:
+        in_flight.tasks.discard(task)
         await chain.aclose()
         log.info("request %s %s provider=%s model=%s stream=%s outcome=%s seconds=%.3f", ctx.request_id,
                  endpoint, ctx.provider.name, ctx.model, ctx.stream, outcome, time.monotonic() - started)
@@ -141,6 +153,13 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
         return response, "ok"
     except ConnectionResetError:  # the client went away while we wrote
         return response or web.Response(status=499), "client_disconnected"
+    except asyncio.CancelledError:
+        if not request.app[IN_FLIGHT].ending:
+            raise  # the client went away: nothing to tell it
+        asyncio.current_task().uncancel()
+        if response is None:
+            return error_response(SHUTTING_DOWN, ctx.request_id), SHUTTING_DOWN.code
+        return response, await _fail(response, SHUTTING_DOWN)
     finally:
         if not first.done():
             first.cancel()
