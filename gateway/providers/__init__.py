@@ -20,11 +20,11 @@ import aiohttp
 
 from ..context import RequestContext
 from ..upstream import sse_events
-from . import anthropic, demo, openai
+from . import anthropic, demo, gemini, openai
 
 log = logging.getLogger("gateway.providers")
 
-ADAPTERS = {"openai": openai, "anthropic": anthropic, "demo": demo}
+ADAPTERS = {"openai": openai, "anthropic": anthropic, "gemini": gemini, "demo": demo}
 
 
 def supported(kind: str) -> bool:
