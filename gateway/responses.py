@@ -75,6 +75,8 @@ class _ChoiceParts:
                 slot["id"] = call["id"]
             if call.get("type"):
                 slot["type"] = call["type"]
+            if call.get("extra_content"):  # Gemini's thought signature: the client must send it back
+                slot["extra_content"] = call["extra_content"]
             function = call.get("function") or {}
             if function.get("name"):
                 slot["function"]["name"] += function["name"]

@@ -7,6 +7,7 @@ upstream connection either fully read and pooled, or closed at once.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -108,11 +109,36 @@ def _shown(provider: ProviderConfig, message: str | None) -> str:
     return message
 
 
+def _retry_delay(body: bytes) -> int | None:
+    """Seconds from a Google `RetryInfo` detail (`"retryDelay": "37s"`), rounded up."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    for detail in (error or {}).get("details") or () if isinstance(error, dict) else ():
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(1, math.ceil(float(delay[:-1])))
+            except ValueError:
+                return None
+    return None
+
+
 def http_error(provider: ProviderConfig, status: int, body: bytes, headers) -> GatewayError:
     """Maps a provider's HTTP error: 400, 404 and 429 keep their status; a refused key and 5xx become 502."""
     message = _shown(provider, error_message(body))
     passed = {k: v for k, v in headers.items() if k.lower() in PASSED_HEADERS or k.lower().startswith("x-ratelimit-")}
     name = provider.name
+    if status == 400 and b"API_KEY_INVALID" in body:  # Gemini refuses a bad key with a 400
+        status = 401
+    if status == 429 and "retry-after" not in {k.lower() for k in passed}:
+        delay = _retry_delay(body)  # Gemini says when to retry in the body only
+        if delay is not None:
+            passed["Retry-After"] = str(delay)
     if status == 429:
         return GatewayError(429, f"provider '{name}' is rate limiting: {message or 'too many requests'}",
                             type="rate_limit_error", code="upstream_rate_limited", headers=passed)

@@ -706,3 +706,35 @@ async def test_gemini_recording_replays_through_gateway(name, upstream, gateway)
             tools = [{"name": t["name"], "arguments": orjson.loads(t["arguments"])} for t in have["tools"]]
             assert tools == want["tools"]
             assert have["finish"] == want["finish"]
+
+
+async def test_gemini_bad_key_400_is_an_auth_failure_and_retry_delay_becomes_retry_after(upstream, gateway):
+    from tests.fakes.upstream import Reply
+
+    bad_key = orjson.dumps({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                                      "status": "INVALID_ARGUMENT", "details": [
+                                          {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}})
+    upstream.queue(Reply(status=400, headers={"Content-Type": "application/json"}, steps=[bad_key]))
+    body = {"model": "gem/gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+    response = await gateway.post("/v2/chat/completions", json=body)
+    assert response.status == 502
+    assert (await response.json())["error"]["code"] == "upstream_auth_failed"
+
+    exhausted = orjson.dumps({"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED",
+                                        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                                                     "retryDelay": "36.5s"}]}})
+    upstream.queue(Reply(status=429, headers={"Content-Type": "application/json"}, steps=[exhausted]))
+    response = await gateway.post("/v2/chat/completions", json=body)
+    assert response.status == 429
+    assert response.headers["Retry-After"] == "37"
+
+
+async def test_non_stream_answer_keeps_the_thought_signature_on_tool_calls(upstream, gateway):
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden" / "gemini" / "function-call-thought-signature.upstream.sse"
+    upstream.stream(golden.read_bytes())
+    response = await gateway.post("/v2/chat/completions", json={
+        "model": "gem/gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]})
+    call = (await response.json())["choices"][0]["message"]["tool_calls"][0]
+    assert call["extra_content"]["google"]["thought_signature"]
