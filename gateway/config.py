@@ -14,6 +14,7 @@ KINDS = ("openai", "anthropic", "gemini", "demo")
 MIDDLEWARES = ("normalize", "ratelimit", "moderate")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -121,8 +122,9 @@ class _Loader:
     def problem(self, path: str, message: str) -> None:
         line = self.lines.get(path)
         probe = path
-        while line is None and probe:
-            probe = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", probe)
+        while line is None and probe:  # the nearest enclosing key that has a line
+            parent = _PARENT.sub("", probe)
+            probe = parent if parent != probe else ""
             line = self.lines.get(probe)
         self.problems.append(Problem(path, line, message))
 

@@ -54,6 +54,8 @@ class SSEDecoder:
         self._id: str | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
         if self._pending_cr:
             self._pending_cr = False
             if chunk[:1] == b"\n":
