@@ -27,7 +27,8 @@ async def openai_errors(request: web.Request,
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status)
-        return error_response(GatewayError(exc.status, exc.reason, code=code))
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # HTTP requires it on a 405
+        return error_response(GatewayError(exc.status, exc.reason, code=code, headers=allow))
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(GatewayError(500, "internal error in the gateway", type="server_error",

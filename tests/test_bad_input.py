@@ -246,6 +246,7 @@ async def test_wrong_method(client, path, method):
     response = await client.request(method, path)
     error = await error_of(response, 405, None, "method_not_allowed")
     assert error["message"]
+    assert response.headers["Allow"] == "POST"
 
 
 @pytest.mark.parametrize("method,path", [
