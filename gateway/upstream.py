@@ -174,6 +174,18 @@ def stream_error(provider: ProviderConfig, payload: object) -> GatewayError:
     return error
 
 
+def json_object(data: bytes, state) -> dict | None:
+    """An event's JSON object; anything else is counted on `state.malformed` and skipped."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict):
+        return payload
+    state.malformed += 1
+    return None
+
+
 async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,
                      provider: ProviderConfig) -> AsyncIterator[SSEEvent]:
     timeouts = provider.timeouts

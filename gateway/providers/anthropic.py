@@ -15,7 +15,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import invalid_param, upstream_truncated
 from ..sse import SSEEvent
-from ..upstream import UpstreamRequest, stream_error
+from ..upstream import UpstreamRequest, json_object, stream_error
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -256,13 +256,8 @@ def _count_input(state: State, usage: dict) -> None:
 def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
     if state.done:
         return ()
-    try:
-        payload = orjson.loads(event.data)
-    except orjson.JSONDecodeError:
-        state.malformed += 1
-        return ()
-    if not isinstance(payload, dict):
-        state.malformed += 1
+    payload = json_object(event.data, state)
+    if payload is None:
         return ()
     kind = payload.get("type") or event.event
     if kind == "content_block_delta":

@@ -10,7 +10,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import upstream_truncated
 from ..sse import SSEEvent
-from ..upstream import UpstreamRequest, stream_error
+from ..upstream import UpstreamRequest, json_object, stream_error
 
 # Fields the gateway owns in the body it sends upstream.
 _GATEWAY_FIELDS = ("model", "stream", "stream_options")
@@ -51,11 +51,11 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
     if state.done:
         return ()
     if event.event == "error":
-        raise stream_error(state.provider, _loads(data, state) or {"error": data.decode("utf-8", "replace")})
+        raise stream_error(state.provider, json_object(data, state) or {"error": data.decode("utf-8", "replace")})
     if data == b"[DONE]":
         state.done = True
         return ()
-    chunk = _loads(data, state)
+    chunk = json_object(data, state)
     if chunk is None:
         return ()
     if chunk.get("error"):
@@ -75,14 +75,3 @@ def finish(state: State) -> tuple[dict, ...]:
         raise upstream_truncated(state.provider.name)
     return ()
 
-
-def _loads(data: bytes, state: State) -> dict | None:
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        state.malformed += 1
-        return None
-    if not isinstance(chunk, dict):
-        state.malformed += 1
-        return None
-    return chunk
