@@ -78,15 +78,21 @@ class _ReadWatchdog:
         self._handle.cancel()
 
 
-def error_message(body: bytes) -> str | None:
-    """The human message in a provider's error body, whichever of the usual shapes it has."""
+def _error_payload(body: bytes) -> dict | None:
+    """A provider's error body as a JSON object, unwrapping Gemini's occasional one-element array."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(payload, list) and payload:  # Gemini sometimes wraps the error in an array
+    if isinstance(payload, list) and payload:
         payload = payload[0]
-    if not isinstance(payload, dict):
+    return payload if isinstance(payload, dict) else None
+
+
+def error_message(body: bytes) -> str | None:
+    """The human message in a provider's error body, whichever of the usual shapes it has."""
+    payload = _error_payload(body)
+    if payload is None:
         return None
     error = payload.get("error", payload)
     if isinstance(error, str):
@@ -111,14 +117,9 @@ def _shown(provider: ProviderConfig, message: str | None) -> str:
 
 def _retry_delay(body: bytes) -> int | None:
     """Seconds from a Google `RetryInfo` detail (`"retryDelay": "37s"`), rounded up."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(payload, list) and payload:
-        payload = payload[0]
-    error = payload.get("error") if isinstance(payload, dict) else None
-    for detail in (error or {}).get("details") or () if isinstance(error, dict) else ():
+    error = (_error_payload(body) or {}).get("error")
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else ():
         delay = detail.get("retryDelay") if isinstance(detail, dict) else None
         if isinstance(delay, str) and delay.endswith("s"):
             try:
