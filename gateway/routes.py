@@ -206,13 +206,26 @@ async def models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if not request.query.get("verbose"):
+        return web.json_response({"status": "ok"})
     config = request.app[CONFIG]
     providers = {
         p.name: {"kind": p.kind, "enabled": p.enabled, **({"missing_env": list(p.missing_env)} if p.missing_env else {})}
         for p in config.providers.values()
     }
-    body = {"status": "ok", "providers": providers} if request.query.get("verbose") else {"status": "ok"}
-    return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+    return web.json_response({"status": "ok", "providers": providers, "runtime": _runtime(request.app)},
+                             dumps=lambda o: orjson.dumps(o).decode())
+
+
+def _runtime(app: web.Application) -> dict:
+    """What a leak would show: requests in flight, upstream connections held, asyncio tasks alive."""
+    connector = app[SESSION].connector
+    return {
+        "in_flight": len(app[IN_FLIGHT].tasks),
+        "upstream_connections": len(getattr(connector, "_acquired", ())),  # checked out of the pool now
+        "upstream_pooled": sum(len(idle) for idle in getattr(connector, "_conns", {}).values()),  # idle keep-alive
+        "tasks": len(asyncio.all_tasks()),
+    }
 
 
 def setup_routes(app: web.Application) -> None:

@@ -194,6 +194,7 @@ async def test_models_and_health(gateway):
     assert (await (await gateway.get("/healthz")).json()) == {"status": "ok"}
     verbose = await (await gateway.get("/healthz?verbose=1")).json()
     assert verbose["providers"]["up"]["enabled"] is True
+    assert verbose["runtime"]["in_flight"] == 0 and verbose["runtime"]["upstream_connections"] == 0
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v2/chat/completions"])
