@@ -11,7 +11,8 @@ from aiohttp import web
 
 from .config import Config
 from .errors import GatewayError
-from .keys import CONFIG, IN_FLIGHT, SESSION, InFlight
+from .health import Health
+from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .routes import error_response, setup_routes
 
 log = logging.getLogger("gateway")
@@ -71,6 +72,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_errors])
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight()
+    app[HEALTH] = Health()
     app.cleanup_ctx.append(_client_session)
     app.on_shutdown.append(_end_in_flight_at_grace)
     app.on_cleanup.append(_stop_timer)

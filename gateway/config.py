@@ -26,6 +26,20 @@ class Timeouts:
     total: float = 600.0
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 2  # every try counts, the first included
+    backoff_initial: float = 0.5  # seconds before the second try; doubles after each
+    backoff_max: float = 4.0
+    retry_after_max: float = 5.0  # a provider's longer retry-after moves on to the next target at once
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    max_failures: int = 3  # consecutive failures before the provider is skipped; 0 never skips it
+    cooldown: float = 30.0  # seconds it is skipped for
+
+
 @dataclass
 class ProviderConfig:
     name: str
@@ -38,6 +52,9 @@ class ProviderConfig:
     stream_options: bool = True  # send stream_options.include_usage upstream (openai kind)
     max_event_bytes: int = 1 << 20
     token_interval: float = 0.03  # demo kind: seconds between tokens
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    on_malformed: str = "skip"  # skip | error: what a malformed event in the stream does
     missing_env: tuple[str, ...] = ()  # variables that were unset: the provider is disabled
     key_vars: tuple[str, ...] = ()  # the variables api_key is read from, named in errors
 
@@ -256,7 +273,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 
 _PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "stream_options",
-                  "max_event_bytes", "token_interval")
+                  "max_event_bytes", "token_interval", "retry", "health", "on_malformed")
 
 
 def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
@@ -318,6 +335,25 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
         interval = v.number(raw["token_interval"], f"{path}.token_interval", 0, exclusive=False)
         if interval is not None:
             provider.token_interval = float(interval)
+    if "retry" in raw:
+        values = v.mapping(raw["retry"], f"{path}.retry", tuple(RetryPolicy.__annotations__))
+        checked = {k: v.number(values[k], f"{path}.retry.{k}", 1 if k == "attempts" else 0,
+                               integer=k == "attempts", exclusive=False)
+                   for k in values if k in RetryPolicy.__annotations__}
+        provider.retry = RetryPolicy(**{k: x for k, x in checked.items() if x is not None})
+        if provider.retry.backoff_max < provider.retry.backoff_initial:
+            ld.problem(f"{path}.retry.backoff_max", "must be at least backoff_initial")
+    if "health" in raw:
+        values = v.mapping(raw["health"], f"{path}.health", tuple(HealthPolicy.__annotations__))
+        checked = {k: v.number(values[k], f"{path}.health.{k}", 0, integer=k == "max_failures",
+                               exclusive=k != "max_failures")
+                   for k in values if k in HealthPolicy.__annotations__}
+        provider.health = HealthPolicy(**{k: x for k, x in checked.items() if x is not None})
+    if "on_malformed" in raw:
+        if raw["on_malformed"] not in ("skip", "error"):
+            ld.problem(f"{path}.on_malformed", "must be skip or error")
+        else:
+            provider.on_malformed = raw["on_malformed"]
     provider.missing_env = tuple(dict.fromkeys(missing))
     return provider
 

@@ -22,6 +22,9 @@ class RequestContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     choices: int = 1  # n: how many choices must each reach a finish reason
+    # the (provider, model) targets to try in order; `provider` and `model` above are the one being tried
+    candidates: list[tuple[ProviderConfig, str]] = field(default_factory=list)
+    attempts: int = 0  # upstream tries made so far, retries and fallbacks included
 
     @property
     def id_prefix(self) -> str:

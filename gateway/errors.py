@@ -88,3 +88,10 @@ def upstream_bad_stream(provider: str, detail: str) -> GatewayError:
     return GatewayError(
         502, f"provider '{provider}' sent an invalid stream: {detail}", type="upstream_error", code="upstream_bad_stream"
     )
+
+
+def upstream_malformed(provider: str) -> GatewayError:
+    return GatewayError(
+        502, f"provider '{provider}' sent a malformed event (on_malformed: error)", type="upstream_error",
+        code="upstream_malformed"
+    )

@@ -8,9 +8,11 @@ import aiohttp
 from aiohttp import web
 
 from .config import Config
+from .health import Health
 
 CONFIG = web.AppKey("config", Config)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+HEALTH = web.AppKey("health", Health)
 
 
 class InFlight:

@@ -14,9 +14,10 @@ from aiohttp import web
 from .config import Config
 from .context import RequestContext
 from .errors import GatewayError, invalid_param
-from .keys import CONFIG, IN_FLIGHT, SESSION
+from . import failover
+from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION
 from .pipeline import Chain
-from .providers import stream_chunks, supported
+from .providers import supported
 from .responses import combine, encoder
 from .routing import listed_models, resolve
 from .sse import DONE_EVENT, EventStream, encode_event
@@ -59,10 +60,12 @@ def _request_id(request: web.Request) -> str:
 
 
 def _context(config: Config, endpoint: str, body: dict, request_id: str) -> RequestContext:
-    provider, model = resolve(config, body["model"])
-    if not supported(provider.kind):
-        raise GatewayError(501, f"provider '{provider.name}' of kind '{provider.kind}' is not served by this version",
-                           type="not_implemented", code="provider_kind_unsupported")
+    candidates = resolve(config, body["model"])
+    for provider, _ in candidates:
+        if not supported(provider.kind):
+            raise GatewayError(501, f"provider '{provider.name}' of kind '{provider.kind}' is not served by this "
+                               "version", type="not_implemented", code="provider_kind_unsupported")
+    provider, model = candidates[0]
     stream = bool(body.get("stream"))
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return RequestContext(
@@ -75,6 +78,7 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
         include_usage=wants_usage or not stream,  # a combined answer always reports usage
         choices=body.get("n") or 1,
         request_id=request_id,
+        candidates=candidates,
     )
 
 
@@ -87,7 +91,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
     except GatewayError as error:
         return error_response(error, request_id)
     started = time.monotonic()
-    chain = Chain(ctx, stream_chunks(ctx, request.app[SESSION]), config.middlewares)
+    chain = Chain(ctx, failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), config.middlewares)
     in_flight = request.app[IN_FLIGHT]
     task = asyncio.current_task()
     in_flight.tasks.add(task)
@@ -113,8 +117,9 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
     finally:
         in_flight.tasks.discard(task)
         await chain.aclose()
-        log.info("request %s %s provider=%s model=%s stream=%s outcome=%s seconds=%.3f", ctx.request_id,
-                 endpoint, ctx.provider.name, ctx.model, ctx.stream, outcome, time.monotonic() - started)
+        log.info("request %s %s provider=%s model=%s stream=%s tries=%d outcome=%s seconds=%.3f", ctx.request_id,
+                 endpoint, ctx.provider.name, ctx.model, ctx.stream, ctx.attempts, outcome,
+                 time.monotonic() - started)
 
 
 async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
@@ -209,8 +214,10 @@ async def healthz(request: web.Request) -> web.Response:
     if not request.query.get("verbose"):
         return web.json_response({"status": "ok"})
     config = request.app[CONFIG]
+    health = request.app[HEALTH]
     providers = {
-        p.name: {"kind": p.kind, "enabled": p.enabled, **({"missing_env": list(p.missing_env)} if p.missing_env else {})}
+        p.name: {"kind": p.kind, "enabled": p.enabled, **({"missing_env": list(p.missing_env)} if p.missing_env else {}),
+                 **health.report(p)}
         for p in config.providers.values()
     }
     return web.json_response({"status": "ok", "providers": providers, "runtime": _runtime(request.app)},

@@ -35,8 +35,8 @@ def _lookup(config: Config, target: str) -> tuple[ProviderConfig, str] | None:
     return provider, model
 
 
-def resolve(config: Config, requested: str) -> tuple[ProviderConfig, str]:
-    """A route alias, '<provider>/<model>', or a bare model one provider lists; the first enabled target wins."""
+def resolve(config: Config, requested: str) -> list[tuple[ProviderConfig, str]]:
+    """The enabled targets for a route alias, '<provider>/<model>', or a bare model providers list, in order."""
     if requested in config.routes:
         candidates = [_lookup(config, target) for target in config.routes[requested]]
     elif (found := _lookup(config, requested)) is not None:
@@ -48,10 +48,10 @@ def resolve(config: Config, requested: str) -> tuple[ProviderConfig, str]:
     candidates = [c for c in candidates if c is not None]
     if not candidates:
         raise _not_found(requested)
-    for provider, model in candidates:
-        if provider.enabled:
-            return provider, model
-    raise _disabled(candidates[0][0])
+    enabled = [(provider, model) for provider, model in candidates if provider.enabled]
+    if not enabled:
+        raise _disabled(candidates[0][0])
+    return enabled
 
 
 def listed_models(config: Config) -> list[tuple[str, str]]:

@@ -26,7 +26,9 @@ def recordings_dir() -> Path:
 
 def gateway_yaml(upstream_url: str, *, timeouts: str = "{connect: 2, first_byte: 5, idle: 5, total: 30}",
                  keepalive: float = 15, middlewares: str = "[normalize, ratelimit, moderate]",
-                 extra_provider: str = "") -> str:
+                 extra_provider: str = "", extra_routes: str = "", resilience: str = "retry: {attempts: 1}\n    health: {max_failures: 0}") -> str:
+    """A gateway in front of the fake upstream. By default no retries and no cooldown, so that each test
+    sees the upstream's one answer; the fault tests pass their own `resilience`."""
     return f"""
 server: {{sse_keepalive: {keepalive}, max_body_bytes: 65536}}
 providers:
@@ -35,16 +37,19 @@ providers:
     base_url: {upstream_url}/v1
     api_key: {FAKE_KEY}
     timeouts: {timeouts}
+    {resilience}
   - name: ant
     kind: anthropic
     base_url: {upstream_url}
     api_key: {FAKE_KEY}
     timeouts: {timeouts}
+    {resilience}
   - name: gem
     kind: gemini
     base_url: {upstream_url}
     api_key: {FAKE_KEY}
     timeouts: {timeouts}
+    {resilience}
   - name: demo
     kind: demo
     models: [echo]
@@ -52,6 +57,7 @@ providers:
 {extra_provider}
 routes:
   chat: [up/gpt-4o-mini, demo/echo]
+{extra_routes}
 middlewares: {middlewares}
 """
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from ..context import RequestContext
+from ..errors import upstream_malformed
 from ..upstream import sse_events
 from . import anthropic, demo, gemini, openai
 
@@ -41,11 +42,14 @@ async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> 
         return
     state = adapter.new_state(ctx)
     parse_event = adapter.parse_event
+    strict = ctx.provider.on_malformed == "error"
     try:
         async with contextlib.aclosing(sse_events(session, adapter.build_request(ctx), ctx.provider)) as events:
             async for event in events:
                 for chunk in parse_event(event, state):
                     yield chunk
+                if strict and state.malformed:
+                    raise upstream_malformed(ctx.provider.name)
         for chunk in adapter.finish(state):
             yield chunk
     finally:

@@ -1,0 +1,154 @@
+"""Retries and fallbacks before the first byte: the chain's source, trying a request's targets in order.
+
+A target is tried up to its provider's `retry.attempts` times, with exponential backoff and jitter,
+then the next target of the route. A try counts as started only when a chunk with content arrives
+(text, reasoning, a tool call, a finish reason or usage); what came before it (a role chunk) is held
+back, so that "200, then an error event" is retried like an HTTP error and the client sees one
+stream, from whichever target answered. A non-stream answer is held whole, so any failure is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from .context import RequestContext
+from .errors import GatewayError
+from .health import Health
+from .providers import stream_chunks
+
+log = logging.getLogger("gateway.failover")
+
+# Failures worth another try at the same provider, after a backoff.
+_RETRY = frozenset({
+    "upstream_rate_limited", "upstream_error", "upstream_unreachable", "upstream_reset", "upstream_bad_stream",
+    "upstream_truncated", "upstream_stream_error", "upstream_malformed",
+})
+# Failures that another provider may not have, but a second try at this one would: go to the next target.
+_NEXT = frozenset({"upstream_auth_failed", "upstream_not_found"})
+_NOT_A_HEALTH_FAILURE = frozenset({"upstream_not_found"})  # a wrong model name, not a sick provider
+
+
+def _worth_retrying(error: GatewayError) -> bool:
+    code = error.code or ""
+    return code in _RETRY or (code.startswith("upstream_") and code.endswith("_timeout"))
+
+
+def retry_after(error: GatewayError) -> float | None:
+    """Seconds the provider asked us to wait (`retry-after-ms`, or `retry-after` in seconds or as a date)."""
+    headers = {k.lower(): v for k, v in error.headers.items()}
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        if "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None
+
+
+def backoff(attempt: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with equal jitter: after try `attempt` (1-based), between half and all of the step."""
+    step = min(maximum, initial * 2 ** (attempt - 1))
+    return step * random.uniform(0.5, 1.0)
+
+
+def _has_content(chunk: dict) -> bool:
+    if chunk.get("usage"):
+        return True
+    for choice in chunk.get("choices") or ():
+        if choice.get("finish_reason"):
+            return True
+        delta = choice.get("delta")
+        if delta and any(value for key, value in delta.items() if key != "role"):
+            return True
+    return False
+
+
+async def _until_content(chunks: AsyncIterator[dict], whole: bool) -> list[dict]:
+    """The chunks up to and including the first with content; with `whole`, all of them."""
+    held = []
+    async for chunk in chunks:
+        held.append(chunk)
+        if not whole and _has_content(chunk):
+            break
+    return held
+
+
+def _all_cooling(ctx: RequestContext, health: Health) -> GatewayError:
+    wait = min(health.cooling_for(provider) for provider, _ in ctx.candidates)
+    names = ", ".join(dict.fromkeys(provider.name for provider, _ in ctx.candidates))
+    return GatewayError(
+        503,
+        f"no provider for '{ctx.requested_model}' can be tried now: {names} failed repeatedly and "
+        f"cool(s) down for {math.ceil(wait)} s more",
+        type="service_unavailable",
+        code="no_provider_available",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
+async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: Health) -> AsyncIterator[dict]:
+    """The first target's answer that starts; the last failure (status kept) when none does."""
+    last_error: GatewayError | None = None
+    for provider, model in ctx.candidates:
+        if health.cooling_for(provider):
+            continue
+        ctx.provider, ctx.model = provider, model
+        policy = provider.retry
+        for attempt in range(1, policy.attempts + 1):
+            ctx.attempts += 1
+            chunks = stream_chunks(ctx, session)
+            try:
+                held = await _until_content(chunks, whole=not ctx.stream)
+            except GatewayError as error:
+                await chunks.aclose()
+                retrying, moving_on = _worth_retrying(error), error.code in _NEXT
+                if not (retrying or moving_on):
+                    raise  # the request itself is at fault: another try would fail the same way
+                last_error = error
+                wait = retry_after(error)
+                too_long = wait is not None and wait > policy.retry_after_max
+                if error.code not in _NOT_A_HEALTH_FAILURE:
+                    health.failed(provider, error.code or str(error.status), cool_for=wait if too_long else 0.0)
+                if moving_on or too_long or attempt == policy.attempts or health.cooling_for(provider):
+                    log.info("request %s: %s/%s failed (%s) on try %d; giving up on this target", ctx.request_id,
+                             provider.name, model, error.code, attempt)
+                    break
+                delay = max(backoff(attempt, policy.backoff_initial, policy.backoff_max), wait or 0.0)
+                log.info("request %s: %s/%s failed (%s) on try %d; retrying in %.2f s", ctx.request_id,
+                         provider.name, model, error.code, attempt, delay)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                await chunks.aclose()
+                raise
+            health.succeeded(provider)
+            async with contextlib.aclosing(chunks):
+                for chunk in held:
+                    yield chunk
+                try:
+                    async for chunk in chunks:
+                        yield chunk
+                except GatewayError as error:
+                    if error.code and error.code.startswith("upstream_"):
+                        health.failed(provider, error.code)
+                    raise
+            return
+    if last_error is None:
+        raise _all_cooling(ctx, health)
+    if ctx.attempts > 1:
+        last_error.message += f" (after {ctx.attempts} tries)"
+    raise last_error

@@ -1,0 +1,234 @@
+"""Retries, fallbacks and provider health before the first byte reaches the client."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.errors import GatewayError
+from gateway.failover import backoff, retry_after
+from tests.fakes.upstream import HANG, RESET, Reply, chat_chunk, sse
+from tests.test_anthropic import TEXT_REPLY
+from tests.test_streaming import CHAT, ROLE, read_events
+from tests.test_upstream_errors import JSON, assert_openai_error, error_body
+
+QUICK_RETRIES = "retry: {attempts: 3, backoff_initial: 0, backoff_max: 0, retry_after_max: 1}\n    health: {max_failures: 0}"
+ROUTES = "  both: [ant/claude-x, up/gpt-4o-mini]\n  solo: [up/gpt-4o-mini]"
+ANSWER = sse(ROLE, chat_chunk({"content": "Hello"}), chat_chunk({}, "stop"))
+
+
+def failure(status: int, headers: dict | None = None) -> Reply:
+    return Reply(status=status, headers={**JSON, **(headers or {})}, steps=[error_body(f"failure {status}")])
+
+
+@pytest.fixture
+async def resilient(make_gateway):
+    return await make_gateway(resilience=QUICK_RETRIES, extra_routes=ROUTES,
+                              timeouts="{connect: 2, first_byte: 0.3, idle: 5, total: 30}")
+
+
+def contents(events: list[bytes]) -> str:
+    text = ""
+    for event in events:
+        payload = orjson.loads(event.removeprefix(b"data: ")) if event != b"data: [DONE]" else {}
+        for choice in payload.get("choices") or ():
+            text += choice["delta"].get("content") or ""
+    return text
+
+
+async def stream(gateway, model: str = "up/gpt-4o-mini", **extra):
+    return await gateway.post("/v2/chat/completions", json={**CHAT, "model": model, **extra})
+
+
+@pytest.mark.parametrize("first", [
+    pytest.param(lambda: failure(500), id="500"),
+    pytest.param(lambda: failure(502), id="502"),
+    pytest.param(lambda: failure(503), id="503"),
+    pytest.param(lambda: failure(529), id="529"),
+    pytest.param(lambda: failure(429, {"retry-after": "0"}), id="429-retry-after"),
+    pytest.param(lambda: Reply(before_headers=RESET), id="reset-before-headers"),
+    pytest.param(lambda: Reply(before_headers=HANG), id="hang-before-headers"),
+    pytest.param(lambda: Reply(steps=[sse(ROLE, done=False), HANG]), id="hang-after-role-chunk"),
+    pytest.param(lambda: Reply(steps=[b"<html>Bad gateway</html>"], headers={"Content-Type": "text/html"}),
+                 id="html-with-200"),
+    pytest.param(lambda: Reply(steps=[sse(ROLE, {"error": {"message": "overloaded", "code": 503}})]),
+                 id="200-then-error-chunk"),
+    pytest.param(lambda: Reply(steps=[sse(ROLE, done=False), RESET]), id="reset-before-content"),
+    pytest.param(lambda: Reply(steps=[sse(ROLE)]), id="ends-before-content"),
+])
+async def test_a_failure_before_content_is_retried_and_the_client_sees_one_clean_stream(upstream, resilient, first):
+    upstream.queue(first(), Reply(steps=[ANSWER]))
+    response = await stream(resilient)
+    assert response.status == 200
+    events = await read_events(response)
+    assert contents(events) == "Hello"
+    assert events[-1] == b"data: [DONE]"
+    roles = [e for e in events if b'"role":"assistant"' in e]
+    assert len(roles) == 1, "the failed try's role chunk must not reach the client"
+    assert len(upstream.received) == 2
+
+
+async def test_retries_stop_after_attempts_and_the_last_failure_is_reported(upstream, resilient):
+    upstream.queue(failure(503), failure(500), failure(529))
+    response = await stream(resilient, model="solo")
+    assert response.status == 502
+    error = assert_openai_error(await response.json())
+    assert error["code"] == "upstream_error" and "after 3 tries" in error["message"]
+    assert "HTTP 529" in error["message"], "the last failure is the one reported"
+    assert len(upstream.received) == 3
+
+
+async def test_a_client_error_is_not_retried(upstream, resilient):
+    upstream.queue(failure(400), Reply(steps=[ANSWER]))
+    response = await stream(resilient, model="both")  # not even the fallback: the request itself is wrong
+    upstream.replies.clear()
+    assert response.status == 400
+    assert len(upstream.received) == 1
+
+
+async def test_fallback_answers_when_the_first_target_fails_past_its_retries(upstream, resilient):
+    overloaded = (b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n')
+    upstream.queue(*[Reply(steps=[overloaded])] * 3, Reply(steps=[ANSWER]))
+    response = await stream(resilient, model="both")
+    assert response.status == 200
+    events = await read_events(response)
+    assert contents(events) == "Hello"
+    assert [r.path for r in upstream.received] == ["/v1/messages"] * 3 + ["/v1/chat/completions"]
+    assert response.headers["x-request-id"]
+
+
+async def test_anthropic_overloaded_after_message_start_is_retried(upstream, resilient):
+    start, _, rest = TEXT_REPLY.partition(b"event: content_block_start")
+    overloaded = start + b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"x"}}\n\n'
+    upstream.queue(Reply(steps=[overloaded]), Reply(steps=[TEXT_REPLY]))
+    response = await stream(resilient, model="ant/claude-x", stream=False)
+    assert response.status == 200, await response.text()
+    assert (await response.json())["choices"][0]["message"]["content"] == "Hi"
+
+
+async def test_an_auth_failure_moves_to_the_next_target_without_retrying(upstream, resilient):
+    upstream.queue(failure(401), Reply(steps=[ANSWER]))
+    response = await stream(resilient, model="both")
+    assert response.status == 200
+    assert contents(await read_events(response)) == "Hello"
+    assert [r.path for r in upstream.received] == ["/v1/messages", "/v1/chat/completions"]
+
+
+async def test_a_long_retry_after_moves_on_at_once(upstream, resilient):
+    upstream.queue(failure(429, {"retry-after": "120"}), Reply(steps=[ANSWER]))
+    response = await stream(resilient, model="both")
+    assert response.status == 200
+    assert len(upstream.received) == 2, "a retry-after past the cap is not waited for"
+    health = (await (await resilient.get("/healthz?verbose=1")).json())["providers"]["ant"]
+    assert health["state"] == "cooling_down" and health["cooldown_seconds_left"] > 100
+
+
+@pytest.mark.parametrize(("replies", "status", "code"), [
+    ([failure(429, {"retry-after": "7", "x-ratelimit-remaining-requests": "0"})], 429, "upstream_rate_limited"),
+    ([Reply(before_headers=HANG)] * 3, 504, "upstream_first_byte_timeout"),
+    ([Reply(before_headers=RESET)] * 3, 502, "upstream_reset"),
+    ([failure(503)] * 3, 502, "upstream_error"),
+])
+async def test_when_every_try_fails_the_status_that_matters(upstream, resilient, replies, status, code):
+    upstream.queue(*replies)
+    response = await stream(resilient, model="solo")
+    assert response.status == status
+    assert assert_openai_error(await response.json())["code"] == code
+    if status == 429:
+        assert response.headers["Retry-After"] == "7"
+        assert response.headers["x-ratelimit-remaining-requests"] == "0"
+        assert len(upstream.received) == 1, "a retry-after past the cap is not retried"
+
+
+async def test_a_non_stream_answer_is_retried_even_after_content(upstream, resilient):
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hel"}), done=False), RESET]),
+                   Reply(steps=[ANSWER]))
+    response = await stream(resilient, stream=False)
+    assert response.status == 200
+    assert (await response.json())["choices"][0]["message"]["content"] == "Hello"
+
+
+async def test_a_failure_after_content_is_not_retried(upstream, resilient):
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hel"}), done=False), RESET]),
+                   Reply(steps=[ANSWER]))
+    response = await stream(resilient)
+    events = await read_events(response)
+    upstream.replies.clear()
+    assert contents(events) == "Hel"
+    assert b"upstream_reset" in events[-2] and events[-1] == b"data: [DONE]"
+    assert len(upstream.received) == 1
+
+
+async def test_a_failing_provider_cools_down_and_the_fallback_answers_first(upstream, make_gateway):
+    gateway = await make_gateway(resilience="retry: {attempts: 1}\n    health: {max_failures: 2, cooldown: 60}",
+                                 extra_routes=ROUTES)
+    for _ in range(2):
+        upstream.queue(failure(500), Reply(steps=[ANSWER]))
+        response = await stream(gateway, model="both")
+        assert contents(await read_events(response)) == "Hello"
+    assert [r.path for r in upstream.received] == ["/v1/messages", "/v1/chat/completions"] * 2
+    upstream.queue(Reply(steps=[ANSWER]))
+    response = await stream(gateway, model="both")
+    assert contents(await read_events(response)) == "Hello"
+    assert upstream.received[-1].path == "/v1/chat/completions" and len(upstream.received) == 5
+    verbose = await (await gateway.get("/healthz?verbose=1")).json()
+    assert verbose["providers"]["ant"]["state"] == "cooling_down"
+    assert verbose["providers"]["ant"]["consecutive_failures"] == 2
+    assert verbose["providers"]["ant"]["last_error"] == "upstream_error"
+    assert verbose["providers"]["up"]["state"] == "ok"
+
+    response = await stream(gateway, model="ant/claude-x")  # its only target is cooling down
+    assert response.status == 503
+    assert assert_openai_error(await response.json())["code"] == "no_provider_available"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert len(upstream.received) == 5
+
+
+async def test_a_success_clears_the_failure_count(upstream, make_gateway):
+    gateway = await make_gateway(resilience="retry: {attempts: 1}\n    health: {max_failures: 2, cooldown: 60}")
+    for reply in (failure(500), Reply(steps=[ANSWER]), failure(500), Reply(steps=[ANSWER])):
+        upstream.queue(reply)
+        await (await stream(gateway)).read()
+    verbose = await (await gateway.get("/healthz?verbose=1")).json()
+    assert verbose["providers"]["up"]["state"] == "ok"
+    assert verbose["providers"]["up"]["failures"] == 2 and verbose["providers"]["up"]["successes"] == 2
+
+
+async def test_on_malformed_error_fails_the_try(upstream, make_gateway):
+    gateway = await make_gateway(resilience="retry: {attempts: 2, backoff_initial: 0}\n    on_malformed: error")
+    upstream.queue(Reply(steps=[sse(ROLE, b"{not json", chat_chunk({"content": "x"}))]), Reply(steps=[ANSWER]))
+    response = await stream(gateway)
+    assert contents(await read_events(response)) == "Hello"
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "x"}), b"{not json")]))
+    response = await stream(gateway)
+    events = await read_events(response)
+    assert b"upstream_malformed" in events[-2]
+
+
+async def test_on_malformed_skip_is_the_default(upstream, gateway):
+    upstream.queue(Reply(steps=[sse(ROLE, b"{not json", chat_chunk({"content": "x"}), chat_chunk({}, "stop"))]))
+    events = await read_events(await stream(gateway))
+    assert contents(events) == "x" and events[-1] == b"data: [DONE]" and b"error" not in events[-2]
+
+
+def test_retry_after_forms():
+    def error(headers):
+        return GatewayError(429, "x", headers=headers)
+
+    assert retry_after(error({"Retry-After": "3"})) == 3
+    assert retry_after(error({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after(error({"Retry-After": date})) <= 30
+    assert retry_after(error({"Retry-After": "soon"})) is None
+    assert retry_after(error({})) is None
+
+
+@given(attempt=st.integers(1, 40), initial=st.floats(0, 10), maximum=st.floats(0, 60))
+def test_backoff_stays_within_half_and_all_of_its_capped_step(attempt, initial, maximum):
+    step = min(maximum, initial * 2 ** (attempt - 1))
+    assert step / 2 <= backoff(attempt, initial, maximum) <= step
