@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import openai
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
@@ -331,6 +331,8 @@ _schemas = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(_schemas)
+@example({"properties": {"a": {}}, "required": True})  # found by this test: `required` not a list of names
+@example({"properties": {}, "required": [[]]})
 def test_any_schema_cleans_to_gemini_keywords_only(schema):
     if not isinstance(schema, dict):
         return

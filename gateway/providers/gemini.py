@@ -370,7 +370,9 @@ def _schema(schema: Any, definitions: dict, refs: tuple[str, ...]) -> dict:
     properties = schema.get("properties")
     if isinstance(properties, dict):
         out["properties"] = {name: _schema(value, definitions, refs) for name, value in properties.items()}
-        required = [name for name in schema.get("required") or () if name in properties]
+        listed = schema.get("required")
+        required = [name for name in listed if isinstance(name, str) and name in properties] \
+            if isinstance(listed, list) else []
         if required:
             out["required"] = required
     items = schema.get("items")
