@@ -307,6 +307,15 @@ PROVIDER_TYPES = [
     ("max_event_bytes small", "max_event_bytes: 10", "providers[0].max_event_bytes", "1024"),
     ("token_interval on openai", "token_interval: 0", "providers[0].token_interval", "demo"),
     ("api_key number", "api_key: 12345", "providers[0].api_key", "string"),
+    ("retry attempts zero", "retry: {attempts: 0}", "providers[0].retry.attempts", "at least 1"),
+    ("retry attempts float", "retry: {attempts: 1.5}", "providers[0].retry.attempts", "integer"),
+    ("retry unknown key", "retry: {tries: 2}", "providers[0].retry.tries", "unknown key"),
+    ("retry backoff negative", "retry: {backoff_initial: -1}", "providers[0].retry.backoff_initial", "at least 0"),
+    ("retry backoff_max below initial", "retry: {backoff_initial: 2, backoff_max: 1}",
+     "providers[0].retry.backoff_max", "backoff_initial"),
+    ("health cooldown zero", "health: {cooldown: 0}", "providers[0].health.cooldown", "greater than 0"),
+    ("health max_failures negative", "health: {max_failures: -1}", "providers[0].health.max_failures", "at least 0"),
+    ("on_malformed other", "on_malformed: ignore", "providers[0].on_malformed", "skip or error"),
 ]
 
 
@@ -319,6 +328,17 @@ def test_wrong_provider_types(entry, path, words):
     assert problem.path == path
     assert words in problem.message
     assert problem.line == line_of(text, entry.split(":")[0] + ":")
+
+
+def test_resilience_defaults_and_values():
+    config = parse_config("providers:\n  - {name: a, kind: openai, base_url: 'http://h/v1'}\n"
+                          "  - {name: b, kind: openai, base_url: 'http://h/v1', on_malformed: error,\n"
+                          "     retry: {attempts: 4, backoff_initial: 0, retry_after_max: 0},\n"
+                          "     health: {max_failures: 0, cooldown: 5}}\n")
+    a, b = config.providers["a"], config.providers["b"]
+    assert (a.retry.attempts, a.health.max_failures, a.on_malformed) == (2, 3, "skip")
+    assert (b.retry.attempts, b.retry.backoff_initial, b.retry.backoff_max, b.retry.retry_after_max) == (4, 0, 4.0, 0)
+    assert (b.health.max_failures, b.health.cooldown, b.on_malformed) == (0, 5, "error")
 
 
 def test_providers_must_be_a_non_empty_list():
