@@ -7,7 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ProviderConfig
+import aiohttp
+
+from .config import ModerationConfig, ProviderConfig
 
 
 @dataclass
@@ -22,6 +24,8 @@ class RequestContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     choices: int = 1  # n: how many choices must each reach a finish reason
+    moderation: ModerationConfig | None = None  # the rules and service the `moderate` middleware applies
+    session: aiohttp.ClientSession | None = None  # the app's pooled session, for calls a middleware makes
 
     @property
     def id_prefix(self) -> str:

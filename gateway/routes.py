@@ -75,6 +75,7 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
         include_usage=wants_usage or not stream,  # a combined answer always reports usage
         choices=body.get("n") or 1,
         request_id=request_id,
+        moderation=config.moderation,
     )
 
 
@@ -86,6 +87,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         ctx = _context(config, endpoint, body, request_id)
     except GatewayError as error:
         return error_response(error, request_id)
+    ctx.session = request.app[SESSION]
     started = time.monotonic()
     chain = Chain(ctx, stream_chunks(ctx, request.app[SESSION]), config.middlewares)
     in_flight = request.app[IN_FLIGHT]
