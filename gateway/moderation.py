@@ -127,6 +127,56 @@ class _Shape:
                     self.walk(av[2])
 
 
+_CATEGORIES = {sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_NOT_DIGIT: r"\D", sre.CATEGORY_SPACE: r"\s",
+               sre.CATEGORY_NOT_SPACE: r"\S", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_NOT_WORD: r"\W"}
+
+
+def _first_chars(trees: list) -> set[str] | None:
+    """Character-class pieces covering every character a match of these patterns can begin with, or None
+    when that is not simply known (then any character may begin one)."""
+    out: set[str] = set()
+    for tree in trees:
+        if not _firsts(list(tree), out):
+            return None
+    return out
+
+
+def _firsts(items: list, out: set[str]) -> bool:
+    """Adds the first characters of the sequence to `out`; False when unknown. A sequence that can match
+    empty text needs what follows it, which the caller cannot give here: that is unknown too."""
+    for op, av in items:
+        if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+            continue  # zero width: the first character comes from what follows
+        if op is sre.LITERAL:
+            out.add(f"\\U{av:08x}")
+            return True
+        if op is sre.IN:
+            for kind, value in av:
+                if kind is sre.LITERAL:
+                    out.add(f"\\U{value:08x}")
+                elif kind is sre.RANGE:
+                    out.add(f"\\U{value[0]:08x}-\\U{value[1]:08x}")
+                elif kind is sre.CATEGORY and value in _CATEGORIES:
+                    out.add(_CATEGORIES[value])
+                else:
+                    return False
+            return True
+        if op is sre.SUBPATTERN:
+            inner = av[3]
+        elif op in _REPEATS and av[0] >= 1:
+            inner = av[2]
+        elif op is sre.BRANCH:
+            if any(branch.getwidth()[0] == 0 or not _firsts(list(branch), out) for branch in av[1]):
+                return False
+            return True
+        else:
+            return False
+        if inner.getwidth()[0] == 0:
+            return False
+        return _firsts(list(inner), out)
+    return False
+
+
 class RuleSet:
     """Compiled rules plus what the scanner's fast path needs."""
 
@@ -136,13 +186,24 @@ class RuleSet:
         # Rules a plain search decides can share one alternation: one search per piece of text when none
         # of them can match there, which is nearly always.
         plain = [r for r in rules if not (r.windowed or r.backrefs)]
-        self.prefilter: regex.Pattern | None = None
+        self.prefilter: regex.Pattern | None = None  # partial matching: where a match may still begin
+        self.quick: re.Pattern | None = None  # the same alternation in stdlib `re`: several times faster
+        self.first_chars: re.Pattern | None = None  # a character any of their matches can begin with
+        self.plain_window = max((r.window for r in plain), default=0)
         if plain:
+            alternation = "|".join(f"(?:{r.pattern.pattern})" for r in plain)
             try:
-                self.prefilter = regex.compile("|".join(f"(?:{r.pattern.pattern})" for r in plain), _FLAGS)
-            except regex.error:  # e.g. a rule's inline global flag: each rule is searched on its own instead
+                self.prefilter = regex.compile(alternation, _FLAGS)
+                self.quick = re.compile(alternation, re.IGNORECASE)
+            except (regex.error, re.error):  # e.g. a rule's inline global flag: each rule is searched alone
                 plain = []
+            else:
+                starts = _first_chars([sre_parse.parse(r.pattern.pattern) for r in plain])
+                first = f"[{''.join(sorted(starts))}]" if starts is not None else "(?s:.)"
+                self.first_chars = re.compile(first, re.IGNORECASE)
         self.separate = tuple(r for r in rules if r not in plain)  # rules the prefilter does not cover
+        if self.separate:
+            self.quick = None  # the fast path is for when the alternation covers every rule
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -182,6 +243,26 @@ class Scanner:
         if self.blocked is not None:
             return ""
         buf = self._buf + text if self._buf else text
+        rule_set = self._set
+        pos = self._pos
+        if rule_set.quick is not None and rule_set.quick.search(buf, pos) is None:
+            # The fast path, nearly always: no rule matches from pos. A match may still begin only in the
+            # last `window - 1` characters (its window has not all arrived), at a character it can begin with.
+            end = len(buf)
+            tail = end - rule_set.plain_window + 1
+            first = rule_set.first_chars.search(buf, tail if tail > pos else pos)
+            if first is None:
+                release = end
+            else:
+                maybe = rule_set.prefilter.search(buf, first.start(), partial=True)
+                release = maybe.start() if maybe.partial else -1  # -1: a whole match after all
+            if release >= 0:
+                cut = release - rule_set.context
+                if cut > 0:
+                    self._buf, self._pos = buf[cut:], release - cut
+                else:
+                    self._buf, self._pos = buf, release
+                return buf[pos:release]
         return self._scan(buf, False)
 
     def finish(self) -> str:
@@ -196,12 +277,9 @@ class Scanner:
         rule_set = self._set
         pos = self._pos
         end = len(buf)
-        if not rule_set.separate:  # the fast path: one search tells whether anything can match from pos
-            hit = rule_set.prefilter.search(buf, pos, partial=not final)
-            if hit is None or hit.partial:
-                release = hit.start() if hit is not None else end
-                self._keep(buf, release)
-                return buf[pos:release]
+        if final and rule_set.quick is not None and rule_set.quick.search(buf, pos) is None:
+            self._keep(buf, end)
+            return buf[pos:]
         pieces = []
         while True:
             event = self._next(buf, pos, final)

@@ -67,8 +67,10 @@ def leftmost_reference(rules: list[tuple[str, str]], text: str) -> str:
 @given(text_and_split())
 def test_bounded_rules_redact_exactly_the_leftmost_matches(case):
     text, pieces = case
-    patterns = [("abca", "<0>"), (r"\bb-?b\b", "<1>"), (r"a(?=cb)", "<2>"), (r"(?<=1)c", "<3>"), ("cc", "<4>")]
+    patterns = [("abca", "<0>"), (r"\bb-?b\b", "<1>"), (r"a(?=cb)", "<2>"), (r"(?<=1)c", "<3>"), ("cc", "<4>"),
+                (r"b1$", "<5>"), (r"(?m:^c)", "<6>"), (r"[^a-c]1", "<7>")]
     rules = RuleSet(tuple(regex_rule(i, p, "redact", mask) for i, (p, mask) in enumerate(patterns)))
+    assert rules.quick is not None  # all in the shared alternation: this checks the fast path too
     assert scan(rules, pieces)[0] == leftmost_reference(patterns, text)
 
 

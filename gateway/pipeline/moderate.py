@@ -137,10 +137,10 @@ class _Output:
         """Every choice has ended and one was blocked: nothing more from upstream may reach the client."""
         return self.blocked and self.ended >= self.ctx.choices
 
-    def apply(self, chunk: dict) -> list[dict]:
+    def apply(self, chunk: dict) -> list[dict] | tuple[dict]:
         choices = chunk.get("choices")
         if not choices:
-            return [chunk]
+            return (chunk,)
         if not self.envelope:
             self.envelope = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
         before: list[dict] = []
@@ -181,7 +181,7 @@ class _Output:
         if not kept:
             return before + after
         chunk["choices"] = kept
-        return [*before, chunk, *after]
+        return [*before, chunk, *after] if before or after else (chunk,)
 
     def end(self) -> list[dict]:
         """The upstream ended: text still held by choices that never finished."""
@@ -200,11 +200,15 @@ class _Output:
 
     def _delta(self, state: _ChoiceState, delta: dict) -> Rule | None:
         """Moderates a delta in place; returns the rule that blocked its choice, if one did."""
-        for position, field in enumerate(self.fields):
+        for field in self.fields:
             text = delta.get(field)
-            if not text or not isinstance(text, str):
+            if not text or text.__class__ is not str:
                 continue
-            scanner, rule = self._switch(state, field, delta)
+            if state.last == field:  # the common case: more of the same field
+                scanner = state.scanners[field]
+                rule = None
+            else:
+                scanner, rule = self._switch(state, field, delta)
             if rule is None:
                 out = scanner.feed(text)
                 if out:
@@ -215,7 +219,7 @@ class _Output:
             if rule is not None:
                 if scanner.blocked is None:
                     delta.pop(field, None)
-                for later in self.fields[position + 1:]:
+                for later in self.fields[self.fields.index(field) + 1:]:
                     delta.pop(later, None)
                 delta.pop("tool_calls", None)
                 return rule
