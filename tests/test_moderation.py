@@ -4,12 +4,18 @@ moderation service), both real aiohttp servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.cli import main as gateway_main
+from gateway.config import parse_config
+from gateway.context import RequestContext
+from gateway.pipeline.moderate import _Output
 from tests.conftest import gateway_yaml
 from tests.fakes.moderation import FakeModeration
 from tests.fakes.upstream import Reply, Wait, chat_chunk, sse
@@ -232,6 +238,10 @@ moderation:
     good = tmp_path / "good.yaml"
     good.write_text(bad.read_text().replace('action: redact}', 'action: redact, max_chars: 200}'))
     assert gateway_main(["check", "--config", str(good)]) == 0
+    assert "note: moderation is configured" not in capsys.readouterr().out
+    good.write_text(good.read_text().replace("middlewares: [normalize, ratelimit, moderate]", "middlewares: [normalize]"))
+    assert gateway_main(["check", "--config", str(good)]) == 0
+    assert "note: moderation is configured but 'moderate' is not in middlewares" in capsys.readouterr().out
 
 
 async def test_service_flagged_input_is_refused(upstream, make_gateway, moderation_service):
@@ -284,3 +294,26 @@ async def test_without_moderation_config_the_middleware_passes_chunks_on(upstrea
     upstream.stream(sse(ROLE, content("forbidden phrase"), chat_chunk({}, "stop")))
     events = await stream(gateway)
     assert joined(events) == "forbidden phrase"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text("forbidden phrase darn123-45-6789", max_size=80), st.data())
+def test_the_middleware_output_does_not_depend_on_the_chunking(text, data):
+    """The answer's content, however the upstream split it, comes out as the whole text moderated at once."""
+    config = parse_config(gateway_yaml("http://127.0.0.1:1", extra=RULES))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=10)))
+    bounds = [0, *cuts, len(text)]
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+    def run(parts: list[str]) -> tuple[str, list]:
+        ctx = RequestContext("chat", {}, config.providers["up"], "m", "m", True, False,
+                             moderation=config.moderation)
+        output = _Output(ctx, config.moderation)
+        events = []
+        for chunk in [ROLE, *(content(p) for p in parts), chat_chunk({}, "stop")]:
+            if not output.done:
+                events.extend(output.apply(copy.deepcopy(chunk)))
+        events.extend(output.end())
+        return joined(events), finishes(events)
+
+    assert run(pieces) == run([text])
