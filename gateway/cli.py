@@ -49,6 +49,8 @@ def _check(path: str | None) -> int:
                   f"{' and '.join(provider.missing_env)} is set")
         elif not supported(provider.kind):
             print(f"{config.source}: note: provider '{provider.name}': kind '{provider.kind}' is not served yet")
+    if config.moderation.active and "moderate" not in config.middlewares:
+        print(f"{config.source}: note: moderation is configured but 'moderate' is not in middlewares: it is not applied")
     print(f"{config.source}: ok ({len(config.providers)} providers, {len(config.routes)} routes)")
     return 0
 

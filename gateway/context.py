@@ -7,7 +7,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ProviderConfig
+import aiohttp
+
+from .config import ModerationConfig, ProviderConfig
 
 
 @dataclass
@@ -25,6 +27,8 @@ class RequestContext:
     # the (provider, model) targets to try in order; `provider` and `model` above are the one being tried
     candidates: list[tuple[ProviderConfig, str]] = field(default_factory=list)
     attempts: int = 0  # upstream tries made so far, retries and fallbacks included
+    moderation: ModerationConfig | None = None  # the rules and service the `moderate` middleware applies
+    session: aiohttp.ClientSession | None = None  # the app's pooled session, for calls a middleware makes
 
     @property
     def id_prefix(self) -> str:

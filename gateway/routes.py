@@ -79,6 +79,7 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
         choices=body.get("n") or 1,
         request_id=request_id,
         candidates=candidates,
+        moderation=config.moderation,
     )
 
 
@@ -90,6 +91,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         ctx = _context(config, endpoint, body, request_id)
     except GatewayError as error:
         return error_response(error, request_id)
+    ctx.session = request.app[SESSION]
     started = time.monotonic()
     chain = Chain(ctx, failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), config.middlewares)
     in_flight = request.app[IN_FLIGHT]

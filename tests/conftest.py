@@ -26,7 +26,8 @@ def recordings_dir() -> Path:
 
 def gateway_yaml(upstream_url: str, *, timeouts: str = "{connect: 2, first_byte: 5, idle: 5, total: 30}",
                  keepalive: float = 15, middlewares: str = "[normalize, ratelimit, moderate]",
-                 extra_provider: str = "", extra_routes: str = "", resilience: str = "retry: {attempts: 1}\n    health: {max_failures: 0}") -> str:
+                 extra_provider: str = "", extra_routes: str = "", extra: str = "",
+                 resilience: str = "retry: {attempts: 1}\n    health: {max_failures: 0}") -> str:
     """A gateway in front of the fake upstream. By default no retries and no cooldown, so that each test
     sees the upstream's one answer; the fault tests pass their own `resilience`."""
     return f"""
@@ -59,6 +60,7 @@ routes:
   chat: [up/gpt-4o-mini, demo/echo]
 {extra_routes}
 middlewares: {middlewares}
+{extra}
 """
 
 

@@ -1,12 +1,361 @@
-"""Content moderation inside the stream. The rules arrive with their own issue; until then a pass-through."""
+"""Content moderation inside the stream: the configured rules (gateway/moderation.py) and an optional
+external moderation service, on the request and on the answer as it flows.
+
+- The request: before the upstream is called (the chain is lazy), every message's text (the prompt on
+  /completions) is checked; any rule match, or a flagged service verdict, is a 400 `content_filter`.
+- The answer: one scanner per choice and field (content, reasoning, each tool call's arguments). Text
+  that cannot start a match flows on at once; the few characters that could are held until they are
+  decided. A model writes one field at a time, so when text arrives for another field (or the choice
+  finishes) the held text of the previous one is released first, in a delta of its own field.
+- A `block` match ends its choice: what was safe before the match, then `finish_reason:
+  content_filter`. Other choices (n > 1) go on; once every choice has ended, the upstream is closed at
+  once, so after a block there are no final token counts: the usage chunk is not sent.
+- With a service, the answer is released window by window: each `window_chars` of text (and the rest
+  at the end) is checked before it reaches the client; a flagged window ends every open choice with
+  `content_filter`.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
+from ..config import ModerationConfig
 from ..context import RequestContext
+from ..errors import GatewayError
+from ..moderation import Rule, Scanner
+from ..moderation_service import is_flagged
+
+log = logging.getLogger("gateway")
+
+CONTENT_FILTERED = "content_filter"
+_TEXT_FIELDS = ("reasoning_content", "content")  # the order a model writes them in
+
+
+def content_filtered() -> GatewayError:
+    return GatewayError(400, "the request was refused by the gateway's content moderation", code=CONTENT_FILTERED)
 
 
 async def moderate(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    settings = ctx.moderation
+    if settings is None or not settings.active:
+        async for chunk in chunks:
+            yield chunk
+        return
+    if settings.input:
+        await _check_request(ctx, settings)
+    output = _Output(ctx, settings) if settings.rules and (settings.output or settings.reasoning
+                                                           or settings.tool_arguments) else None
+    service = settings.service if settings.output else None
+    if output is None and service is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    window = _Window(ctx, settings) if service is not None else None
     async for chunk in chunks:
-        yield chunk
+        moderated = output.apply(chunk) if output is not None else (chunk,)
+        for piece in moderated:
+            if window is None:
+                yield piece
+                continue
+            for released in await window.add(piece):
+                yield released
+            if window.blocked:
+                return
+        if output is not None and output.done:
+            break
+    if output is not None:
+        for piece in output.end():
+            if window is None:
+                yield piece
+            else:
+                for released in await window.add(piece):
+                    yield released
+                if window.blocked:
+                    return
+    if window is not None:
+        for released in await window.end():
+            yield released
+
+
+def request_texts(ctx: RequestContext) -> list[str]:
+    """The text a client sent: each message's content (strings and text parts), or the prompt."""
+    body = ctx.body
+    if ctx.endpoint != "chat":
+        prompt = body.get("prompt")
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        return [p for p in prompts if isinstance(p, str) and p]
+    texts = []
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(part["text"] for part in content
+                         if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str))
+    return texts
+
+
+async def _check_request(ctx: RequestContext, settings: ModerationConfig) -> None:
+    texts = request_texts(ctx)
+    if settings.rules:
+        for text in texts:
+            rule = settings.rules.first_match(text)
+            if rule is not None:
+                log.info("request %s refused: its messages match moderation rule %d", ctx.request_id, rule.index)
+                raise content_filtered()
+    if settings.service is not None and texts and ctx.session is not None:
+        if await is_flagged(ctx.session, settings.service, "\n\n".join(texts), ctx.request_id):
+            log.info("request %s refused by the moderation service", ctx.request_id)
+            raise content_filtered()
+
+
+class _ChoiceState:
+    __slots__ = ("scanners", "last", "ended")
+
+    def __init__(self) -> None:
+        self.scanners: dict[str | int, Scanner] = {}  # a text field's name, or a tool call's index
+        self.last: str | int | None = None  # the field that got text last: the only one that may hold some
+        self.ended = False
+
+
+class _Output:
+    """The rules on the answer: chunks in, moderated chunks out (pure; no I/O)."""
+
+    def __init__(self, ctx: RequestContext, settings: ModerationConfig) -> None:
+        self.ctx = ctx
+        self.rules = settings.rules
+        self.fields = tuple(f for f, on in zip(_TEXT_FIELDS, (settings.reasoning, settings.output)) if on)
+        self.tool_arguments = settings.tool_arguments
+        self.choices: dict[int, _ChoiceState] = {}
+        self.blocked = False
+        self.ended = 0
+        self.envelope: dict = {}
+
+    @property
+    def done(self) -> bool:
+        """Every choice has ended and one was blocked: nothing more from upstream may reach the client."""
+        return self.blocked and self.ended >= self.ctx.choices
+
+    def apply(self, chunk: dict) -> list[dict] | tuple[dict]:
+        choices = chunk.get("choices")
+        if not choices:
+            return (chunk,)
+        if not self.envelope:
+            self.envelope = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        before: list[dict] = []
+        after: list[dict] = []
+        kept = []
+        for choice in choices:
+            index = choice.get("index", 0)
+            state = self.choices.get(index)
+            if state is None:
+                state = self.choices[index] = _ChoiceState()
+            elif state.ended:
+                continue  # a blocked choice: nothing more of it is sent
+            delta = choice.get("delta")
+            rule = self._delta(state, delta) if delta else None
+            if rule is not None:
+                self._end(state, rule)
+                choice["finish_reason"] = None
+                if delta:
+                    kept.append(choice)
+                after.append(self._piece(index, {}, CONTENT_FILTERED))
+                continue
+            if choice.get("finish_reason"):
+                held: dict = {}
+                if state.last is not None:
+                    rule = self._release(state, held)
+                    if rule is not None:  # the held text completed a match only once it ended
+                        self._end(state, rule)
+                        choice["finish_reason"] = CONTENT_FILTERED
+                if not state.ended:
+                    state.ended = True
+                    self.ended += 1
+                if held:  # released first, in a chunk of its own, after what this choice's delta says
+                    before.append(self._piece(index, _merge(delta or {}, held), None))
+                    choice["delta"] = {}
+                kept.append(choice)
+            elif delta or choice.get("logprobs") is not None:
+                kept.append(choice)
+        if not kept:
+            return before + after
+        chunk["choices"] = kept
+        return [*before, chunk, *after] if before or after else (chunk,)
+
+    def end(self) -> list[dict]:
+        """The upstream ended: text still held by choices that never finished."""
+        out = []
+        for index, state in self.choices.items():
+            if state.ended or state.last is None:
+                continue
+            held: dict = {}
+            rule = self._release(state, held)
+            if held:
+                out.append(self._piece(index, held, None))
+            if rule is not None:
+                self._end(state, rule)
+                out.append(self._piece(index, {}, CONTENT_FILTERED))
+        return out
+
+    def _delta(self, state: _ChoiceState, delta: dict) -> Rule | None:
+        """Moderates a delta in place; returns the rule that blocked its choice, if one did."""
+        for field in self.fields:
+            text = delta.get(field)
+            if not text or text.__class__ is not str:
+                continue
+            if state.last == field:  # the common case: more of the same field
+                scanner = state.scanners[field]
+                rule = None
+            else:
+                scanner, rule = self._switch(state, field, delta)
+            if rule is None:
+                out = scanner.feed(text)
+                if out:
+                    delta[field] = out
+                else:
+                    del delta[field]
+                rule = scanner.blocked
+            if rule is not None:
+                if scanner.blocked is None:
+                    delta.pop(field, None)
+                for later in self.fields[self.fields.index(field) + 1:]:
+                    delta.pop(later, None)
+                delta.pop("tool_calls", None)
+                return rule
+        calls = delta.get("tool_calls")
+        if not calls or not self.tool_arguments or not isinstance(calls, list):
+            return None
+        for call in list(calls):
+            function = call.get("function") if isinstance(call, dict) else None
+            text = function.get("arguments") if isinstance(function, dict) else None
+            if not text or not isinstance(text, str):
+                continue
+            scanner, rule = self._switch(state, call.get("index", 0), delta)
+            if rule is None:
+                function["arguments"] = scanner.feed(text)
+                rule = scanner.blocked
+                keep = calls.index(call) + 1
+            else:
+                keep = calls.index(call)
+            if rule is not None:
+                del calls[keep:]
+                if not calls:
+                    del delta["tool_calls"]
+                return rule
+        return None
+
+    def _switch(self, state: _ChoiceState, key: str | int, delta: dict) -> tuple[Scanner, Rule | None]:
+        """The scanner for `key`. Text held by the field written before it is released into `delta` first;
+        the rule is the one that ended the choice if that held text completed a block."""
+        rule = self._release(state, delta) if state.last is not None and state.last != key else None
+        state.last = key
+        scanner = state.scanners.get(key)
+        if scanner is None:
+            scanner = state.scanners[key] = self.rules.scanner()
+        return scanner, rule
+
+    def _release(self, state: _ChoiceState, delta: dict) -> Rule | None:
+        """Ends the text of the field written last: what it held goes into `delta` under that field."""
+        key, state.last = state.last, None
+        scanner = state.scanners[key]
+        text = scanner.finish()
+        if text:
+            _add(delta, key, text)
+        return scanner.blocked
+
+    def _end(self, state: _ChoiceState, rule: Rule) -> None:
+        if not self.blocked:
+            log.info("request %s blocked by moderation rule %d", self.ctx.request_id, rule.index)
+        self.blocked = True
+        state.ended = True
+        self.ended += 1
+
+    def _piece(self, index: int, delta: dict, finish: str | None) -> dict:
+        return {**self.envelope, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                              "finish_reason": finish}]}
+
+
+def _add(delta: dict, key: str | int, text: str) -> None:
+    if isinstance(key, str):
+        delta[key] = delta.get(key, "") + text
+        return
+    calls = delta.setdefault("tool_calls", [])
+    for call in calls:
+        if call.get("index") == key:
+            function = call.setdefault("function", {})
+            function["arguments"] = (function.get("arguments") or "") + text
+            return
+    calls.append({"index": key, "function": {"arguments": text}})
+
+
+def _merge(delta: dict, held: dict) -> dict:
+    for key, value in held.items():
+        if key == "tool_calls":
+            for call in value:
+                _add(delta, call["index"], call["function"]["arguments"])
+        else:
+            _add(delta, key, value)
+    return delta
+
+
+class _Window:
+    """The service on the answer: chunks wait until their window of text has been checked."""
+
+    def __init__(self, ctx: RequestContext, settings: ModerationConfig) -> None:
+        self.ctx = ctx
+        self.service = settings.service
+        self.fields = tuple(f for f, on in zip(_TEXT_FIELDS, (settings.reasoning, settings.output)) if on)
+        self.tool_arguments = settings.tool_arguments
+        self.pending: list[dict] = []
+        self.texts: list[str] = []
+        self.size = 0
+        self.finished: set[int] = set()  # choices whose finish the client has been sent
+        self.envelope: dict = {}
+        self.blocked = False
+
+    async def add(self, chunk: dict) -> list[dict]:
+        if not self.envelope and chunk.get("choices"):
+            self.envelope = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        text = self._text(chunk)
+        if not text and not self.pending:  # nothing to check (the role chunk): no reason to wait
+            return self._sent([chunk])
+        self.pending.append(chunk)
+        if text:
+            self.texts.append(text)
+            self.size += len(text)
+        return await self._check() if self.size >= self.service.window_chars else []
+
+    async def end(self) -> list[dict]:
+        return await self._check() if self.pending else []
+
+    async def _check(self) -> list[dict]:
+        text = "".join(self.texts)
+        pending = self.pending
+        self.pending, self.texts, self.size = [], [], 0
+        if text and await is_flagged(self.ctx.session, self.service, text, self.ctx.request_id):
+            log.info("request %s blocked by the moderation service", self.ctx.request_id)
+            self.blocked = True
+            return [{**self.envelope, "choices": [{"index": i, "delta": {}, "logprobs": None,
+                                                   "finish_reason": CONTENT_FILTERED}]}
+                    for i in range(self.ctx.choices) if i not in self.finished]
+        return self._sent(pending)
+
+    def _sent(self, chunks: list[dict]) -> list[dict]:
+        for chunk in chunks:
+            for choice in chunk.get("choices") or ():
+                if choice.get("finish_reason"):
+                    self.finished.add(choice.get("index", 0))
+        return chunks
+
+    def _text(self, chunk: dict) -> str:
+        parts = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            parts.extend(delta[f] for f in self.fields if isinstance(delta.get(f), str))
+            if self.tool_arguments:
+                for call in delta.get("tool_calls") or ():
+                    arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+                    if isinstance(arguments, str):
+                        parts.append(arguments)
+        return "".join(parts)
