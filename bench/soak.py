@@ -43,6 +43,9 @@ from harness import BENCH_DIR, Child, commit, free_ports, wait_healthy
 OK_OUTCOMES = ("answer", "error_event", "http_error", "disconnected")
 MODELS = {"openai": "up/gpt-4o-mini", "anthropic": "ant/claude-haiku-4-5"}
 CLIENT_FAULTS = {"normal": 6, "disconnect": 3, "slow": 1}
+# Upstream faults after which the answer is whole: the client must get it (or have left on its own).
+# After any other fault, an "answer" would be a failure the gateway hid.
+CLEAN_FAULTS = ("ok", "malformed_line")
 SLOW_READ_BYTES = 64
 
 
@@ -328,18 +331,26 @@ def report(args: argparse.Namespace, tally: Tally, drawn: dict, elapsed: float, 
            upstream: dict, rss_start: int, memory_end: dict, rss_series: list) -> dict:
     by_fault: dict[str, Counter] = defaultdict(Counter)
     by_client_fault: dict[str, Counter] = defaultdict(Counter)
+    disagreements: Counter = Counter()
     retried = 0
     for tag, (request, outcome, _) in tally.by_request.items():
         faults = drawn.get(str(tag), [])
         retried += len(faults) > 1
         # the last fault drawn decided the ending; none when the client left before the upstream was asked
-        by_fault[faults[-1] if faults else "(no upstream request)"][outcome] += 1
+        fault = faults[-1] if faults else "(no upstream request)"
+        by_fault[fault][outcome] += 1
+        if faults and not outcome.startswith("BAD") and \
+                (outcome not in ("answer", "disconnected") if fault in CLEAN_FAULTS else outcome == "answer"):
+            disagreements[f"{fault} -> {outcome}"] += 1
         by_client_fault[f"{request.client_fault} {'stream' if request.stream else 'non-stream'}"][outcome] += 1
     bad = sum(n for outcome, n in tally.outcomes.items() if outcome.startswith("BAD"))
     no_terminator = tally.outcomes.get("BAD:no terminator", 0)
     problems = []
     if bad:
         problems.append(f"{bad} request(s) ended badly ({no_terminator} without a terminator)")
+    if disagreements:
+        problems.append(f"{sum(disagreements.values())} ending(s) disagree with the upstream's fault: "
+                        + ", ".join(f"{k} ({n})" for k, n in disagreements.most_common()))
     if runtime["in_flight"]:
         problems.append(f"{runtime['in_flight']} request(s) still in flight in the gateway")
     if runtime["upstream_connections"]:
@@ -365,6 +376,7 @@ def report(args: argparse.Namespace, tally: Tally, drawn: dict, elapsed: float, 
         "by_fault": {fault: dict(counts) for fault, counts in sorted(by_fault.items())},
         "by_client_fault": {fault: dict(counts) for fault, counts in sorted(by_client_fault.items())},
         "bad_examples": tally.examples,
+        "disagreements": dict(disagreements),
         "no_terminator": no_terminator,
         "gateway_rss_kib": {"start": rss_start, "end": memory_end["VmRSS"], "peak": memory_end["VmHWM"]},
         "gateway_rss_series_kib": [[round(t, 1), kib] for t, kib in rss_series],
@@ -403,6 +415,9 @@ def print_table(result: dict) -> None:
     rss = result["gateway_rss_kib"]
     print(f"gateway RSS: start {rss['start'] / 1024:.1f} MiB (after the warm-up), end {rss['end'] / 1024:.1f} MiB "
           f"({(rss['end'] - rss['start']) / 1024:+.1f}), peak {rss['peak'] / 1024:.1f} MiB")
+    series = result["gateway_rss_series_kib"]
+    step = max(1, len(series) // 12)
+    print("gateway RSS samples (s: MiB): " + "  ".join(f"{t:.0f}: {kib / 1024:.1f}" for t, kib in series[::step]))
     idle, end, up = result["gateway_runtime_idle"], result["gateway_runtime_end"], result["upstream_end"]
     print(f"gateway at the end: in_flight {end['in_flight']}, upstream connections held {end['upstream_connections']}, "
           f"pooled {end['upstream_pooled']}, tasks {end['tasks']} (idle before the load: {idle['tasks']})")
