@@ -142,7 +142,8 @@ class _StreamReading:
         return "answer", ""
 
 
-async def _read_stream(response: aiohttp.ClientResponse, request: Request, slow: random.Random | None) -> tuple[str, str]:
+async def _read_stream(response: aiohttp.ClientResponse, request: Request,
+                       slow: random.Random | None) -> tuple[str, str]:
     reading = _StreamReading()
     content = response.content
     disconnects = request.client_fault == "disconnect" and request.disconnect_delay is None
@@ -391,11 +392,13 @@ def report(args: argparse.Namespace, tally: Tally, drawn: dict, elapsed: float, 
 
 def print_table(result: dict) -> None:
     s = result["settings"]
-    print(f"soak: {s['clients']} clients for {result['seconds']:.0f} s ({s['warmup_s']:g} s warm-up), seed {s['seed']}, "
+    retry = s["retry_attempts"] if s["retry_attempts"] is not None else "not configured"
+    print(f"soak: {s['clients']} clients for {result['seconds']:.0f} s ({s['warmup_s']:g} s warm-up), "
+          f"seed {s['seed']}, "
           f"{s['stream_share']:.0%} streams, {s['anthropic_share']:.0%} via the anthropic provider, "
           f"timeouts first_byte {s['timeouts']['first_byte']:g} idle {s['timeouts']['idle']:g} "
           f"total {s['timeouts']['total']:g} s, max_event_bytes {s['max_event_bytes']}, "
-          f"retry {s['retry_attempts'] if s['retry_attempts'] is not None else 'not configured'}, gateway at {s['commit']}")
+          f"retry {retry}, gateway at {s['commit']}")
     print(f"{result['requests']} requests ({result['requests_per_s']:.1f}/s), "
           f"{result['retried_upstream']} sent upstream more than once")
     print()
