@@ -107,15 +107,6 @@ async def test_client_disconnect_after_any_number_of_chunks(upstream, gateway, c
     await assert_nothing_left(gateway, tasks_before)
 
 
-def small_receive_buffer(addr_info) -> socket.socket:
-    """The slow client's socket: a small kernel receive buffer, set before connecting so that the
-    TCP window stays small, and the gateway's writes back up instead of filling the kernel."""
-    family, type_, proto, _, _ = addr_info
-    sock = socket.socket(family, type_, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
-
-
 def long_stream(chunks: int, piece: str) -> tuple[Reply, int]:
     """A whole answer of numbered content chunks (one write each), and its size in bytes."""
     events = [chat_chunk({"role": "assistant", "content": ""})]
