@@ -24,45 +24,70 @@ FINGERPRINT = "fp_d02d531b47"
 TOKENS = (" The", " gateway", " streams", " each", " token", " as", " it", " arrives", ",", " and",
           " the", " client", " sees", " it", " at", " once", ".", "\n\n", "Caf\u00e9", " ok")
 SETTINGS = web.AppKey("settings", dict)
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+DONE = b"data: [DONE]\n\n"
 
 
 def _event(chunk: dict) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
+class OpenAIStream:
+    """The events of one streamed chat completion, framed as api.openai.com frames them."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.envelope = {"id": f"chatcmpl-{uuid.uuid4().hex[:29]}", "object": "chat.completion.chunk",
+                         "created": int(time.time()), "model": MODEL, "service_tier": "default",
+                         "system_fingerprint": FINGERPRINT}
+        # OpenAI adds "usage": null to every chunk once usage is asked for
+        self._usage_field = {"usage": None} if include_usage else {}
+
+    def chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
+        return _event({**self.envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                     "finish_reason": finish_reason}], **self._usage_field})
+
+    def role(self) -> bytes:
+        return self.chunk({"role": "assistant", "content": "", "refusal": None})
+
+    def content(self, i: int) -> bytes:
+        return self.chunk({"content": TOKENS[i % len(TOKENS)]})
+
+    def finish(self) -> bytes:
+        return self.chunk({}, "stop")
+
+    def usage(self, completion_tokens: int, prompt_tokens: int = 25) -> bytes:
+        return _event({**self.envelope, "choices": [], "usage": {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}})
+
+    def ending(self, completion_tokens: int) -> list[bytes]:
+        """The finish chunk, the usage chunk when it was asked for, and [DONE]."""
+        usage = [self.usage(completion_tokens)] if self.include_usage else []
+        return [self.finish(), *usage, DONE]
+
+
+def include_usage(body: dict) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    body = orjson.loads(await request.read())
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream = OpenAIStream(include_usage(orjson.loads(await request.read())))
     count, interval = settings["chunks_per_stream"], settings["chunk_interval"]
-
-    envelope = {"id": f"chatcmpl-{uuid.uuid4().hex[:29]}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": MODEL, "service_tier": "default",
-                "system_fingerprint": FINGERPRINT}
-    usage_field = {"usage": None} if include_usage else {}  # OpenAI adds "usage": null once usage is asked for
-
-    def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-        return _event({**envelope, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                "finish_reason": finish_reason}], **usage_field})
-
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                           "Cache-Control": "no-cache"})
+    response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     try:
-        await response.write(chunk({"role": "assistant", "content": "", "refusal": None}))
+        await response.write(stream.role())
         for i in range(count):
             if interval:
                 await asyncio.sleep(interval)
-            await response.write(chunk({"content": TOKENS[i % len(TOKENS)]}))
-        await response.write(chunk({}, "stop"))
-        if include_usage:
-            prompt_tokens = 25
-            await response.write(_event({**envelope, "choices": [], "usage": {
-                "prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                              "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}}))
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(stream.content(i))
+        for event in stream.ending(count):
+            await response.write(event)
         await response.write_eof()
     except ConnectionResetError:  # the client (the gateway) went away: nothing left to do
         pass

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import math
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +26,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from harness import BENCH_DIR, CLK_TCK, Child, commit, free_ports, machine_busy_seconds, wait_healthy
+
 DONE = b"data: [DONE]\n\n"
 EXTRA_CHUNKS = 3  # besides the content chunks: the role chunk, the finish chunk and the usage chunk
 AIM_CPU_US_PER_CHUNK = 15.0
@@ -39,86 +35,7 @@ AIM_ADDED_TTFC_P50_MS = 1.0
 AIM_ADDED_TTFC_P99_MS = 5.0
 
 
-# ---------------------------------------------------------------- child processes
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel picks; all held open together so that no two are the same."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends it SIGTERM if this process dies, even by SIGKILL."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Child:
-    """A child process with its output in a log file; its own session, so Ctrl-C reaches only us."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def cpu_times(self) -> tuple[float, float]:
-        """(user, system) CPU seconds so far: fields 14 and 15 of /proc/<pid>/stat, in clock ticks."""
-        if self.proc.poll() is not None:
-            raise SystemExit(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-        with open(f"/proc/{self.pid}/stat", "rb") as f:
-            stat = f.read()
-        fields = stat[stat.rindex(b")") + 2:].split()  # the name in parentheses may hold spaces
-        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # fields[0] is field 3, "state"
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all processes on the machine have spent so far, from the first line of /proc/stat."""
-    with open("/proc/stat", "rb") as f:
-        ticks = [int(t) for t in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
-
-
-async def wait_healthy(session: aiohttp.ClientSession, child: Child, port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.proc.poll() is not None:
-            raise SystemExit(f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}")
-        try:
-            async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"{child.name} did not answer /healthz within {timeout:.0f}s:\n{child.log_tail()}")
+# ---------------------------------------------------------------- the gateway's config
 
 
 def gateway_config(upstream_port: int, gateway_port: int, middlewares: list[str]) -> str:
@@ -264,22 +181,12 @@ async def run_phase(name: str, url: str, model: str, args: argparse.Namespace,
 # ---------------------------------------------------------------- report
 
 
-def _commit() -> str:
-    """The checkout measured, so that runs can be compared over time."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
 def summary(args: argparse.Namespace, baseline: dict, gateway: dict) -> dict:
     return {
         "settings": {"concurrency": args.concurrency, "requests": args.requests, "warmup": args.warmup,
                      "chunks_per_stream": args.chunks_per_stream + EXTRA_CHUNKS,
                      "content_chunks_per_stream": args.chunks_per_stream, "chunk_interval_s": args.chunk_interval,
-                     "middlewares": args.middlewares, "burst": args.burst, "cpus": os.cpu_count(), "commit": _commit()},
+                     "middlewares": args.middlewares, "burst": args.burst, "cpus": os.cpu_count(), "commit": commit()},
         "baseline": baseline,
         "gateway": gateway,
         "added_ttfc_p50_ms": gateway["ttfc_p50_ms"] - baseline["ttfc_p50_ms"],
@@ -360,7 +267,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Child]) -> dict:
-    upstream_port, gateway_port = _free_ports(2)
+    upstream_port, gateway_port = free_ports(2)
     children["upstream"] = Child("fake upstream", [
         sys.executable, str(BENCH_DIR / "fake_upstream.py"), "--port", str(upstream_port),
         "--chunks-per-stream", str(args.chunks_per_stream), "--chunk-interval", str(args.chunk_interval),

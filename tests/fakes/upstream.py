@@ -59,8 +59,15 @@ class FakeUpstream:
         self.cut_off = 0  # replies the gateway closed before they were complete
         self.cut_off_event = asyncio.Event()
         self.active = 0
+        self.bytes_written = 0  # reply bytes written, over all replies
+        self.completed = 0  # replies written to their end
+        self._live: list[web.Request] = []  # requests whose reply is being written
         self.app = web.Application()
         self.app.router.add_post("/{tail:.*}", self._handle)
+
+    def writing_paused(self) -> bool:
+        """A reply is held back: its connection's write buffer is full because the gateway does not read."""
+        return any(r.protocol is not None and r.protocol.writing_paused for r in self._live)
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -75,6 +82,7 @@ class FakeUpstream:
         reply = self.replies.popleft() if self.replies else self.default
         assert reply is not None, "the fake upstream got a request it had no reply for"
         self.active += 1
+        self._live.append(request)
         try:
             if reply.before_headers is HANG:
                 await asyncio.Event().wait()
@@ -98,8 +106,10 @@ class FakeUpstream:
                     return response
                 else:
                     await response.write(step)
+                    self.bytes_written += len(step)
                     await asyncio.sleep(0)  # let each write leave as its own segment
             await response.write_eof()
+            self.completed += 1
             return response
         except (asyncio.CancelledError, ConnectionResetError):
             self.cut_off += 1
@@ -107,6 +117,7 @@ class FakeUpstream:
             raise
         finally:
             self.active -= 1
+            self._live.remove(request)
 
 
 def sse(*payloads: object, done: bool = True, event: str | None = None) -> bytes:
