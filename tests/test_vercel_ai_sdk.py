@@ -46,10 +46,10 @@ def node() -> str:
     return node
 
 
-async def run_sdk(node: str, gateway, model: str, scenario: str, prompt: str = "hi") -> dict:
+async def run_sdk(node: str, gateway, model: str, scenario: str, prompt: str = "hi", *options: str) -> dict:
     process = await asyncio.create_subprocess_exec(
         node, str(EXAMPLE / "chat.mjs"), "--base-url", str(gateway.make_url("/v1")), "--model", model,
-        "--scenario", scenario, prompt, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "--scenario", scenario, *options, prompt, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), SCRIPT_BOUND)
     except TimeoutError:
@@ -162,6 +162,58 @@ async def test_gemini_parallel_function_calls(scenario, node, upstream, gateway)
     assert [(c["name"], c["input"]) for c in summary["toolCalls"]] == [
         ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "Europe/Paris"})]
     assert summary["finishReason"] == "tool-calls"
+
+
+def _openai_follow_up(body: dict) -> list:
+    calls = [(c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
+             for c in body["messages"][1]["tool_calls"]]
+    results = [(m["role"], m["tool_call_id"], orjson.loads(m["content"])) for m in body["messages"][2:]]
+    return calls + results
+
+
+def _anthropic_follow_up(body: dict) -> list:
+    calls = [(b["id"], b["name"], b["input"]) for b in body["messages"][1]["content"] if b["type"] == "tool_use"]
+    results = [("tool", b["tool_use_id"], orjson.loads(b["content"])) for b in body["messages"][2]["content"]]
+    return calls + results
+
+
+def _gemini_follow_up(body: dict) -> list:
+    calls = [(p.get("thoughtSignature"), p["functionCall"]["name"], p["functionCall"]["args"])
+             for p in body["contents"][1]["parts"] if "functionCall" in p]
+    results = [("tool", p["functionResponse"]["name"], p["functionResponse"]["response"])
+               for p in body["contents"][2]["parts"]]
+    return calls + results
+
+
+WEATHER = {"temperature_c": 12, "sky": "cloudy"}
+
+
+@pytest.mark.parametrize("model, first, second, options, follow_up, expected", [
+    ("up/gpt-4o-mini", "openai/tool-calls-parallel-split-args", "openai/text-include-usage", (), _openai_follow_up,
+     [("call_AAA", "get_weather", {"city": "Paris"}), ("call_BBB", "get_time", {"tz": "CET"}),
+      ("tool", "call_AAA", {"city": "Paris", **WEATHER}), ("tool", "call_BBB", {"tz": "CET", "time": "12:00"})]),
+    ("ant/claude-sonnet-4-5", "anthropic/parallel-tool-calls", "anthropic/text", (), _anthropic_follow_up,
+     [("toolu_01A", "get_weather", {"city": "Oslo"}), ("toolu_01B", "get_time", {}),
+      ("tool", "toolu_01A", {"city": "Oslo", **WEATHER}), ("tool", "toolu_01B", {"tz": "UTC", "time": "12:00"})]),
+    # the SDK (2.x) sends the thought signature back only under the provider name "google"; the gateway must
+    # then give it to Gemini on the call's part
+    ("gem/gemini-3-pro-preview", "gemini/function-call-thought-signature", "gemini/text-cumulative-usage",
+     ("--provider-name", "google"), _gemini_follow_up,
+     [("CpwBAXLI2nz3Qk5mL0tCg+Sig/Xy==", "get_weather", {"city": "Oslo"}),
+      ("tool", "get_weather", {"city": "Oslo", **WEATHER})]),
+])
+async def test_agent_runs_the_tools_and_sends_their_results_back(model, first, second, options, follow_up, expected,
+                                                                  node, upstream, gateway):
+    """A two-step streamText: the SDK runs the tools the model asked for, then sends the whole conversation
+    back; the gateway must accept the SDK's follow-up request and give the provider the calls and results."""
+    play(upstream, first)
+    play(upstream, second)
+    summary = await run_sdk(node, gateway, model, "agent", "weather and time?", *options)
+    assert summary["steps"] == 2 and summary["errors"] == []
+    assert len(summary["toolResults"]) == len(summary["toolCalls"]) > 0
+    assert summary["finishReason"] == "stop" and summary["text"].endswith(("Hello, world!", "is Paris."))
+    assert len(upstream.received) == 2
+    assert follow_up(upstream.received[1].body) == expected
 
 
 @pytest.mark.parametrize("model, golden_case, message, code", [

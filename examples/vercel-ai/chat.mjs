@@ -1,15 +1,17 @@
 #!/usr/bin/env node
 // The Vercel AI SDK talking to the gateway through its OpenAI-compatible provider.
 //
-//   node chat.mjs [--base-url URL] [--model MODEL] [--scenario SCENARIO] [--api-key KEY] [prompt]
+//   node chat.mjs [--base-url URL] [--model MODEL] [--scenario SCENARIO] [--api-key KEY]
+//                 [--provider-name NAME] [prompt]
 //
 // Scenarios: "stream" (streamText: text and reasoning), "tools" (streamText with two tools whose
-// arguments stream in), "generate" (generateText), "generate-tools" (generateText with the tools).
+// arguments stream in), "generate" (generateText), "generate-tools" (generateText with the tools),
+// "agent" (streamText that runs the tools it is asked for and sends their results back: two steps).
 // Prints one JSON summary on stdout: text, reasoning, tool calls with parsed input, finish reason,
 // usage, errors. While streaming to a terminal, the text also goes to stderr as it arrives.
 import { parseArgs } from "node:util";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
-import { generateText, streamText, tool } from "ai";
+import { generateText, stepCountIs, streamText, tool } from "ai";
 import { z } from "zod";
 
 const { values: options, positionals } = parseArgs({
@@ -19,22 +21,26 @@ const { values: options, positionals } = parseArgs({
     model: { type: "string", default: "demo/echo" },
     scenario: { type: "string", default: "stream" },
     "api-key": { type: "string", default: process.env.GATEWAY_API_KEY },
+    // The key of the SDK's provider metadata. @ai-sdk/openai-compatible 2.x sends a Gemini 3 tool call's
+    // thought signature back on the next step only when it is "google" (3.x, for Node 22, any name).
+    "provider-name": { type: "string", default: "gateway" },
   },
 });
-const SCENARIOS = ["stream", "tools", "generate", "generate-tools"];
+const SCENARIOS = ["stream", "tools", "generate", "generate-tools", "agent"];
 if (!SCENARIOS.includes(options.scenario)) {
   console.error(`unknown scenario ${options.scenario}; one of ${SCENARIOS.join(", ")}`);
   process.exit(2);
 }
 
 const gateway = createOpenAICompatible({
-  name: "gateway",
+  name: options["provider-name"],
   baseURL: options["base-url"],
   apiKey: options["api-key"],
   includeUsage: true, // sends stream_options.include_usage, so streams end with a usage chunk
 });
 
-// No `execute`: the calls come back to us instead of being run, which is what the summary shows.
+// Without `execute` the calls come back to us instead of being run, which is what the summary shows;
+// the agent scenario runs them (with made-up answers) and lets the model see the results.
 const tools = {
   get_weather: tool({
     description: "The current weather in a city",
@@ -46,11 +52,17 @@ const tools = {
   }),
 };
 
-const withTools = options.scenario.endsWith("tools");
+const runTools = {
+  get_weather: { ...tools.get_weather, execute: async ({ city }) => ({ city, temperature_c: 12, sky: "cloudy" }) },
+  get_time: { ...tools.get_time, execute: async ({ tz }) => ({ tz: tz ?? "UTC", time: "12:00" }) },
+};
+
+const withTools = options.scenario.endsWith("tools") || options.scenario === "agent";
 const call = {
   model: gateway.chatModel(options.model),
   prompt: positionals.join(" ") || (withTools ? "What is the weather and the time in Paris?" : "Hello!"),
-  tools: withTools ? tools : undefined,
+  tools: options.scenario === "agent" ? runTools : withTools ? tools : undefined,
+  stopWhen: stepCountIs(options.scenario === "agent" ? 2 : 1),
   maxRetries: 0, // show the gateway's answer as it is; the gateway retries upstream itself
 };
 
@@ -82,8 +94,8 @@ function describeToolCall(toolCall) {
 }
 
 async function runStream() {
-  const summary = { text: "", reasoning: "", toolCalls: [], toolInputDeltas: {}, finishReason: null,
-                    rawFinishReason: null, usage: null, errors: [] };
+  const summary = { text: "", reasoning: "", toolCalls: [], toolInputDeltas: {}, toolResults: [], steps: 0,
+                    finishReason: null, rawFinishReason: null, usage: null, errors: [] };
   const result = streamText({ ...call, onError: () => {} }); // errors are collected from the stream below
   for await (const part of result.fullStream) {
     switch (part.type) {
@@ -99,6 +111,12 @@ async function runStream() {
         break;
       case "tool-call":
         summary.toolCalls.push(describeToolCall(part));
+        break;
+      case "tool-result":
+        summary.toolResults.push({ id: part.toolCallId, name: part.toolName, output: part.output });
+        break;
+      case "finish-step":
+        summary.steps += 1;
         break;
       case "tool-error":
         summary.errors.push({ ...describeError(part.error), toolCallId: part.toolCallId });
