@@ -9,13 +9,15 @@ import operator
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
-from langchain_core.messages import AIMessageChunk, HumanMessage
+from langchain_core.messages import AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 from tests.fakes.upstream import Reply
 from tests.test_upstream_errors import JSON, error_body
+from tests.test_vercel_ai_sdk import anthropic_follow_up, gemini_follow_up, openai_follow_up
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -117,6 +119,32 @@ async def test_ainvoke_tool_calls(upstream, chat_model):
     assert [(c["name"], c["args"]) for c in message.tool_calls] == [
         ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
     assert message.response_metadata["finish_reason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("model, first, answer, follow_up, expected", [
+    ("up/gpt-4o-mini", "openai/tool-calls-parallel-split-args", "openai/text-include-usage", openai_follow_up,
+     [("call_AAA", "get_weather", {"city": "Paris"}), ("call_BBB", "get_time", {"tz": "CET"}),
+      ("tool", "call_AAA", {"answer": "get_weather"}), ("tool", "call_BBB", {"answer": "get_time"})]),
+    ("ant/claude-sonnet-4-5", "anthropic/parallel-tool-calls", "anthropic/text", anthropic_follow_up,
+     [("toolu_01A", "get_weather", {"city": "Oslo"}), ("toolu_01B", "get_time", {}),
+      ("tool", "toolu_01A", {"answer": "get_weather"}), ("tool", "toolu_01B", {"answer": "get_time"})]),
+    ("gem/gemini-2.5-flash", "gemini/function-calls-parallel", "gemini/text-cumulative-usage", gemini_follow_up,
+     [(None, "get_weather", {"city": "Paris"}), (None, "get_time", {"tz": "Europe/Paris"}),
+      ("tool", "get_weather", {"answer": "get_weather"}), ("tool", "get_time", {"answer": "get_time"})]),
+])
+async def test_tool_results_sent_back_reach_the_provider(model, first, answer, follow_up, expected, upstream,
+                                                         chat_model):
+    """The usual agent loop: the AI message with its tool calls and one ToolMessage per call go back."""
+    play(upstream, first)
+    play(upstream, answer)
+    runnable = chat_model(model).bind_tools([get_weather, get_time])
+    history = [HumanMessage("weather and time?")]
+    history.append(added([chunk async for chunk in runnable.astream(history)]))
+    history += [ToolMessage(orjson.dumps({"answer": call["name"]}).decode(), tool_call_id=call["id"])
+                for call in history[1].tool_calls]
+    final = await runnable.ainvoke(history)
+    assert final.content in ("Hello, world!", "The capital of France is Paris.")
+    assert follow_up(upstream.received[1].body) == expected
 
 
 async def test_error_mid_stream_raises(upstream, chat_model):

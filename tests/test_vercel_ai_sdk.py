@@ -164,20 +164,20 @@ async def test_gemini_parallel_function_calls(scenario, node, upstream, gateway)
     assert summary["finishReason"] == "tool-calls"
 
 
-def _openai_follow_up(body: dict) -> list:
+def openai_follow_up(body: dict) -> list:
     calls = [(c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
              for c in body["messages"][1]["tool_calls"]]
     results = [(m["role"], m["tool_call_id"], orjson.loads(m["content"])) for m in body["messages"][2:]]
     return calls + results
 
 
-def _anthropic_follow_up(body: dict) -> list:
+def anthropic_follow_up(body: dict) -> list:
     calls = [(b["id"], b["name"], b["input"]) for b in body["messages"][1]["content"] if b["type"] == "tool_use"]
     results = [("tool", b["tool_use_id"], orjson.loads(b["content"])) for b in body["messages"][2]["content"]]
     return calls + results
 
 
-def _gemini_follow_up(body: dict) -> list:
+def gemini_follow_up(body: dict) -> list:
     calls = [(p.get("thoughtSignature"), p["functionCall"]["name"], p["functionCall"]["args"])
              for p in body["contents"][1]["parts"] if "functionCall" in p]
     results = [("tool", p["functionResponse"]["name"], p["functionResponse"]["response"])
@@ -189,16 +189,16 @@ WEATHER = {"temperature_c": 12, "sky": "cloudy"}
 
 
 @pytest.mark.parametrize("model, first, second, options, follow_up, expected", [
-    ("up/gpt-4o-mini", "openai/tool-calls-parallel-split-args", "openai/text-include-usage", (), _openai_follow_up,
+    ("up/gpt-4o-mini", "openai/tool-calls-parallel-split-args", "openai/text-include-usage", (), openai_follow_up,
      [("call_AAA", "get_weather", {"city": "Paris"}), ("call_BBB", "get_time", {"tz": "CET"}),
       ("tool", "call_AAA", {"city": "Paris", **WEATHER}), ("tool", "call_BBB", {"tz": "CET", "time": "12:00"})]),
-    ("ant/claude-sonnet-4-5", "anthropic/parallel-tool-calls", "anthropic/text", (), _anthropic_follow_up,
+    ("ant/claude-sonnet-4-5", "anthropic/parallel-tool-calls", "anthropic/text", (), anthropic_follow_up,
      [("toolu_01A", "get_weather", {"city": "Oslo"}), ("toolu_01B", "get_time", {}),
       ("tool", "toolu_01A", {"city": "Oslo", **WEATHER}), ("tool", "toolu_01B", {"tz": "UTC", "time": "12:00"})]),
     # the SDK (2.x) sends the thought signature back only under the provider name "google"; the gateway must
     # then give it to Gemini on the call's part
     ("gem/gemini-3-pro-preview", "gemini/function-call-thought-signature", "gemini/text-cumulative-usage",
-     ("--provider-name", "google"), _gemini_follow_up,
+     ("--provider-name", "google"), gemini_follow_up,
      [("CpwBAXLI2nz3Qk5mL0tCg+Sig/Xy==", "get_weather", {"city": "Oslo"}),
       ("tool", "get_weather", {"city": "Oslo", **WEATHER})]),
 ])
