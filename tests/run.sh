@@ -1,6 +1,7 @@
 #!/bin/sh
 # The test command: sets up .venv with the test tools, installs the servers some tests start
-# (nginx) when missing, and runs the whole suite. Extra arguments go to pytest.
+# (nginx) and the Node.js the Vercel AI SDK test runs when missing, and runs the whole suite.
+# Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/bootstrap.sh test
@@ -9,6 +10,15 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
         apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx >/dev/null
     else
         echo "nginx is missing: the deployment test needs it (sudo apt-get install nginx)" >&2
+    fi
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        # Debian's own packages; the test then runs `npm ci` in examples/vercel-ai itself.
+        { apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; } ||
+            echo "could not install nodejs and npm: the Vercel AI SDK test will skip (fail with CI=true)" >&2
+    else
+        echo "node or npm is missing: the Vercel AI SDK test needs them (sudo apt-get install nodejs npm)" >&2
     fi
 fi
 exec .venv/bin/python -m pytest -q "$@"
