@@ -38,8 +38,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class HealthPolicy:
-    max_failures: int = 3  # consecutive failures before the provider is skipped; 0 never skips it
-    cooldown: float = 30.0  # seconds it is skipped for
+    max_failures: int = 5  # consecutive failures before the provider is skipped; 0 never skips it
+    cooldown: float = 10.0  # seconds it is skipped for
 
 
 @dataclass

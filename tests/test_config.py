@@ -336,7 +336,7 @@ def test_resilience_defaults_and_values():
                           "     retry: {attempts: 4, backoff_initial: 0, retry_after_max: 0},\n"
                           "     health: {max_failures: 0, cooldown: 5}}\n")
     a, b = config.providers["a"], config.providers["b"]
-    assert (a.retry.attempts, a.health.max_failures, a.on_malformed) == (2, 3, "skip")
+    assert (a.retry.attempts, a.health.max_failures, a.on_malformed) == (2, 5, "skip")
     assert (b.retry.attempts, b.retry.backoff_initial, b.retry.backoff_max, b.retry.retry_after_max) == (4, 0, 4.0, 0)
     assert (b.health.max_failures, b.health.cooldown, b.on_malformed) == (0, 5, "error")
 
