@@ -41,7 +41,7 @@ from faulty_upstream import parse_weights
 from harness import BENCH_DIR, Child, commit, free_ports, wait_healthy
 
 OK_OUTCOMES = ("answer", "error_event", "http_error", "disconnected")
-MODELS = {"openai": "up/gpt-4o-mini", "anthropic": "ant/claude-haiku-4-5"}
+MODELS = {"openai": "up/gpt-4o-mini", "anthropic": "ant/claude-haiku-4-5", "fallback": "both"}
 CLIENT_FAULTS = {"normal": 6, "disconnect": 3, "slow": 1}
 # Upstream faults after which the answer is whole: the client must get it (or have left on its own).
 # After any other fault, an "answer" would be a failure the gateway hid.
@@ -58,6 +58,7 @@ def gateway_config(args: argparse.Namespace, upstream_port: int, gateway_port: i
         "providers:\n"
         f"  - {{name: up, kind: openai, base_url: 'http://127.0.0.1:{upstream_port}/v1', {common}}}\n"
         f"  - {{name: ant, kind: anthropic, base_url: 'http://127.0.0.1:{upstream_port}', {common}}}\n"
+        "routes: {both: [ant/claude-haiku-4-5, up/gpt-4o-mini]}\n"  # Anthropic first, OpenAI when it fails
         "middlewares: [normalize]\n"
     )
 
@@ -68,7 +69,7 @@ def gateway_config(args: argparse.Namespace, upstream_port: int, gateway_port: i
 @dataclass
 class Request:
     tag: int
-    kind: str  # the provider's wire format: openai or anthropic
+    kind: str  # openai or anthropic (that provider's wire format), or fallback (the route trying both)
     stream: bool
     client_fault: str
     disconnect_after: int = 0  # chunks read before a disconnecting client drops the connection
@@ -227,7 +228,9 @@ class Tally:
 
 
 def draw_request(rng: random.Random, tag: int, args: argparse.Namespace) -> Request:
-    kind = "anthropic" if rng.random() < args.anthropic_share else "openai"
+    draw = rng.random()
+    kind = "anthropic" if draw < args.anthropic_share else (
+        "fallback" if draw < args.anthropic_share + args.fallback_share else "openai")
     stream = rng.random() < args.stream_share
     client_fault = rng.choices(list(args.client_faults), weights=list(args.client_faults.values()))[0]
     request = Request(tag, kind, stream, client_fault)
@@ -364,6 +367,7 @@ def report(args: argparse.Namespace, tally: Tally, drawn: dict, elapsed: float, 
     return {
         "settings": {"clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup,
                      "seed": args.seed, "stream_share": args.stream_share, "anthropic_share": args.anthropic_share,
+                     "fallback_share": args.fallback_share,
                      "client_faults": args.client_faults,
                      "upstream_faults": parse_weights(args.faults),
                      "timeouts": {"first_byte": args.first_byte, "idle": args.idle, "total": args.total},
@@ -396,6 +400,7 @@ def print_table(result: dict) -> None:
     print(f"soak: {s['clients']} clients for {result['seconds']:.0f} s ({s['warmup_s']:g} s warm-up), "
           f"seed {s['seed']}, "
           f"{s['stream_share']:.0%} streams, {s['anthropic_share']:.0%} via the anthropic provider, "
+          f"{s['fallback_share']:.0%} via the fallback route, "
           f"timeouts first_byte {s['timeouts']['first_byte']:g} idle {s['timeouts']['idle']:g} "
           f"total {s['timeouts']['total']:g} s, max_event_bytes {s['max_event_bytes']}, "
           f"retry {retry}, gateway at {s['commit']}")
@@ -464,6 +469,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stream-share", type=float, default=0.8, help="share of stream requests (0.8)")
     parser.add_argument("--anthropic-share", type=float, default=0.3,
                         help="share of requests for the anthropic-kind provider (0.3)")
+    parser.add_argument("--fallback-share", type=float, default=0.2,
+                        help="share of requests for the route 'both': anthropic, then openai (0.2)")
     parser.add_argument("--max-chunks", type=int, default=60, help="content chunks per upstream answer: 1 to this")
     parser.add_argument("--chunk-interval", type=float, default=0.005, help="upstream seconds between chunks")
     parser.add_argument("--first-byte", type=float, default=2.0, help="the gateway's first_byte timeout (2)")
