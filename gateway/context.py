@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ProviderConfig
+from .config import ClientKey, ProviderConfig
+
+if TYPE_CHECKING:
+    from .limits import LimitBackend
 
 
 @dataclass
@@ -22,6 +25,10 @@ class RequestContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
     choices: int = 1  # n: how many choices must each reach a finish reason
+    client: ClientKey | None = None  # the caller's key; None when the gateway serves without keys
+    limiter: LimitBackend | None = None  # counts the key's budgets (the ratelimit middleware)
+    usage: dict | None = None  # the provider's latest token counts, recorded by normalize
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to the 200 (x-ratelimit-*)
 
     @property
     def id_prefix(self) -> str:
