@@ -26,7 +26,7 @@ def recordings_dir() -> Path:
 
 def gateway_yaml(upstream_url: str, *, timeouts: str = "{connect: 2, first_byte: 5, idle: 5, total: 30}",
                  keepalive: float = 15, middlewares: str = "[normalize, ratelimit, moderate]",
-                 extra_provider: str = "") -> str:
+                 extra_provider: str = "", extra: str = "") -> str:
     return f"""
 server: {{sse_keepalive: {keepalive}, max_body_bytes: 65536}}
 providers:
@@ -53,6 +53,7 @@ providers:
 routes:
   chat: [up/gpt-4o-mini, demo/echo]
 middlewares: {middlewares}
+{extra}
 """
 
 
