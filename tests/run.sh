@@ -1,6 +1,6 @@
 #!/bin/sh
 # The test command: sets up .venv with the test tools, installs the servers some tests start
-# (nginx) when missing, and runs the whole suite. Extra arguments go to pytest.
+# (nginx, redis-server) when missing, and runs the whole suite. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/bootstrap.sh test
@@ -9,6 +9,13 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
         apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx >/dev/null
     else
         echo "nginx is missing: the deployment test needs it (sudo apt-get install nginx)" >&2
+    fi
+fi
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    else
+        echo "redis-server is missing: the Redis limits tests need it (sudo apt-get install redis-server)" >&2
     fi
 fi
 exec .venv/bin/python -m pytest -q "$@"
