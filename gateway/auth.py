@@ -56,12 +56,16 @@ def _compile(patterns: tuple[str, ...]) -> re.Pattern:
 
 KEY_TABLE = web.AppKey("key_table", KeyTable)
 
-MISSING_KEY = GatewayError(
-    401, "You didn't provide an API key: send it in an Authorization header as 'Bearer <key>'.",
-    code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
-INVALID_KEY = GatewayError(
-    401, "Incorrect API key provided: check the key, or ask the gateway's operator for one.",
-    code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _missing_key() -> GatewayError:
+    return GatewayError(401, "You didn't provide an API key: send it in an Authorization header as 'Bearer <key>'.",
+                        code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _invalid_key() -> GatewayError:  # never names the key: it may be a real one sent to the wrong place
+    return GatewayError(401, "Incorrect API key provided: check the key, or ask the gateway's operator for one.",
+                        code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
 def setup_auth(app: web.Application, config: Config) -> None:
@@ -76,10 +80,10 @@ def authenticate(request: web.Request) -> ClientKey | None:
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
-        raise MISSING_KEY
+        raise _missing_key()
     key = table.find(presented)
     if key is None:
-        raise INVALID_KEY
+        raise _invalid_key()
     return key
 
 

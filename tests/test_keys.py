@@ -235,7 +235,8 @@ def test_auth_none_written_out_serves_open_anywhere():
 
 
 def test_keys_serve_anywhere():
-    config = parse_config(f"server: {{host: 0.0.0.0}}\n{PROVIDERS}middlewares: [normalize, ratelimit]\n" + textwrap.dedent(f"""\
+    head = f"server: {{host: 0.0.0.0}}\n{PROVIDERS}middlewares: [normalize, ratelimit]\n"
+    config = parse_config(head + textwrap.dedent(f"""\
         keys:
           - id: team-a
             sha256: {digest(KEY_A).upper()}
@@ -287,7 +288,8 @@ def test_duplicate_ids_and_keys():
 
 
 def test_limits_without_the_ratelimit_middleware_are_a_problem():
-    text = f"{PROVIDERS}middlewares: [normalize]\nkeys:\n  - {{id: a, sha256: {digest('x')}, limits: {{concurrent_streams: 1}}}}\n"
+    entry = f"{{id: a, sha256: {digest('x')}, limits: {{concurrent_streams: 1}}}}"
+    text = f"{PROVIDERS}middlewares: [normalize]\nkeys:\n  - {entry}\n"
     (problem,) = config_problems(text)
     assert problem.path == "keys[0].limits" and "ratelimit" in problem.message
 

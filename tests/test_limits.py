@@ -155,9 +155,8 @@ async def test_an_estimate_above_the_whole_budget_waits_for_a_full_bucket(limite
 
 
 def test_estimate_counts_prompt_text_and_max_tokens_per_choice():
-    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 37},
-                                                      {"type": "image_url", "image_url": {"url": "data:" + "A" * 999}}]}],
-            "max_tokens": 100}
+    image = {"type": "image_url", "image_url": {"url": "data:" + "A" * 999}}
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x" * 37}, image]}], "max_tokens": 100}
     # every string but the image's data: ceil(("user" + "text" + 37 x + "image_url") / 4) = ceil(54 / 4)
     assert estimate_tokens(body) == 14 + 100
     assert estimate_tokens(body, choices=3) == 14 + 300

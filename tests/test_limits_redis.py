@@ -61,7 +61,8 @@ def answer(upstream, total: int = 7) -> None:
 
 
 def redis_binary() -> str:
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    found = shutil.which("redis-server") or next(
+        (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.path.exists(path)), None)
     if found is None:
         message = "redis-server is missing (tests/run.sh installs it: apt-get install redis-server)"
         if os.environ.get("CI") == "true":

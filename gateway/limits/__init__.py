@@ -8,12 +8,12 @@ from aiohttp import web
 
 from ..config import Config
 from ..metrics import Metrics
-from .base import BACKEND_UNAVAILABLE, Admission, Budget, LimitBackend
+from .base import Admission, Budget, LimitBackend
 from .memory import MemoryLimits
 
 LIMITER = web.AppKey("limiter", LimitBackend)
 
-__all__ = ["BACKEND_UNAVAILABLE", "LIMITER", "Admission", "Budget", "LimitBackend", "MemoryLimits",
+__all__ = ["LIMITER", "Admission", "Budget", "LimitBackend", "MemoryLimits",
            "create_limiter", "setup_limits"]
 
 

@@ -120,6 +120,7 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest}s"
 
 
-BACKEND_UNAVAILABLE = GatewayError(
-    503, "rate limits cannot be checked right now (the limit backend is unreachable): retry the request",
-    type="service_unavailable", code="limits_unavailable")
+def backend_unavailable() -> GatewayError:
+    """on_backend_error: closed, while the backend fails."""
+    return GatewayError(503, "rate limits cannot be checked right now (the limit backend is unreachable): "
+                        "retry the request", type="service_unavailable", code="limits_unavailable")

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..config import ClientKey
-from .base import BACKEND_UNAVAILABLE, Admission, Budget, LimitBackend, budget_headers
+from .base import Admission, Budget, LimitBackend, backend_unavailable, budget_headers
 
 log = logging.getLogger("gateway.limits")
 
@@ -146,7 +146,7 @@ class RedisLimits(LimitBackend):
         except (RedisError, OSError) as exc:
             self._failed("admit", exc)
             if self.on_backend_error == "closed":
-                raise BACKEND_UNAVAILABLE from None
+                raise backend_unavailable() from None
             return Admission(key, tokens, counted=False)  # open: let it through uncounted
         self._recovered()
         requests = Budget(limits.requests_per_minute, float(requests_level)) if limits.requests_per_minute else None
