@@ -52,6 +52,8 @@ def _check(path: str | None) -> int:
                   f"{' and '.join(provider.missing_env)} is set")
         elif not supported(provider.kind):
             print(f"{config.source}: note: provider '{provider.name}': kind '{provider.kind}' is not served yet")
+    if config.open_access and not is_loopback(config.server.host):
+        print(f"{config.source}: note: auth: none: {config.server.host} will be served without client keys")
     print(f"{config.source}: ok ({len(config.providers)} providers, {len(config.routes)} routes)")
     return 0
 

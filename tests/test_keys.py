@@ -320,6 +320,14 @@ def test_check_names_the_host_line(tmp_path):
     assert f"{path}: line 4: server.host: serving 0.0.0.0 without client keys" in result.stderr
 
 
+def test_check_notes_an_open_gateway(tmp_path):
+    path = tmp_path / "open.yaml"
+    path.write_text(f"auth: none\n{PROVIDERS}server:\n  host: 0.0.0.0\n")
+    result = _gateway("check", "--config", str(path))
+    assert result.returncode == 0
+    assert f"{path}: note: auth: none: 0.0.0.0 will be served without client keys" in result.stdout
+
+
 def test_serve_refuses_a_keyless_host_flag(tmp_path):
     path = tmp_path / "open.yaml"
     path.write_text(f"server: {{host: 127.0.0.1}}\n{PROVIDERS}")
