@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from .auth import setup_auth
 from .config import Config
 from .errors import GatewayError
 from .health import Health
 from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
+from .limits import setup_limits
+from .metrics import setup_metrics
 from .routes import error_response, setup_routes
 
 log = logging.getLogger("gateway")
@@ -77,6 +80,8 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(_end_in_flight_at_grace)
     app.on_cleanup.append(_stop_timer)
     setup_routes(app)
+    setup_auth(app, config)
+    setup_limits(app, config, setup_metrics(app))
     for provider in config.providers.values():
         if not provider.enabled:
             log.warning("provider %s disabled: set %s to enable it", provider.name, " and ".join(provider.missing_env))

@@ -9,7 +9,7 @@ import sys
 from aiohttp import web
 
 from . import __version__
-from .config import DEFAULT_CONFIG, ConfigError, load_config
+from .config import DEFAULT_CONFIG, ConfigError, exposure_problem, is_loopback, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     check = commands.add_parser("check", help="validate a config and print each problem with its place")
     check.add_argument("--config", default=None, help=f"providers.yaml to check (default: {DEFAULT_CONFIG})")
+    commands.add_parser("hash-key", help="print the sha256 of a client key read from stdin, for keys[].sha256")
     return parser
 
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return _check(args.config)
+    if args.command == "hash-key":
+        return _hash_key()
     return _serve(args)
 
 
@@ -51,7 +54,20 @@ def _check(path: str | None) -> int:
             print(f"{config.source}: note: provider '{provider.name}': kind '{provider.kind}' is not served yet")
     if config.moderation.active and "moderate" not in config.middlewares:
         print(f"{config.source}: note: moderation is configured but 'moderate' is not in middlewares: it is not applied")
+    if config.open_access and not is_loopback(config.server.host):
+        print(f"{config.source}: note: auth: none: {config.server.host} will be served without client keys")
     print(f"{config.source}: ok ({len(config.providers)} providers, {len(config.routes)} routes)")
+    return 0
+
+
+def _hash_key() -> int:
+    from .auth import hash_key
+
+    key = sys.stdin.buffer.read().rstrip(b"\r\n")
+    if not key:
+        print("gateway hash-key: no key on stdin (try: printf %s \"$KEY\" | gateway hash-key)", file=sys.stderr)
+        return 1
+    print(hash_key(key))
     return 0
 
 
@@ -66,6 +82,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    problem = exposure_problem(config.open_access, config.auth, host)
+    if problem:  # --host may differ from the config's own server.host
+        print(f"{config.source}: --host: {problem}", file=sys.stderr)
+        return 1
+    if config.open_access and not is_loopback(host):
+        logging.getLogger("gateway").warning("auth: none: serving %s without client keys, anyone who reaches it "
+                                             "can use every provider", host)
     try:  # uvloop cuts the per-chunk CPU by about a third at paced load (bench/README.md)
         import uvloop
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "concurrent_streams")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,32 @@ class ModerationConfig:
         return bool(self.rules) or self.service is not None
 
 
+@dataclass(frozen=True)
+class KeyLimits:
+    """Per-key budgets; None: no limit of that kind."""
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_streams: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) is not None for name in LIMIT_NAMES)
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    id: str  # shown in logs, metrics and errors; the key itself never is
+    sha256: str  # lowercase hex SHA-256 of the key
+    models: tuple[str, ...] | None = None  # glob patterns over "<provider>/<model>" and route names
+    limits: KeyLimits = KeyLimits()
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    backend: str = "memory"  # memory | redis
+    url: str = "redis://127.0.0.1:6379/0"
+    on_backend_error: str = "open"  # open: admit without limits while the backend fails; closed: 503
+
+
 @dataclass
 class Config:
     server: ServerConfig
@@ -110,6 +139,14 @@ class Config:
     middlewares: tuple[str, ...]
     source: str = ""
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    auth: str | None = None  # as written: "keys" | "none"; None means keys if any are configured
+    keys: tuple[ClientKey, ...] = ()
+    limits: LimitsConfig = LimitsConfig()
+
+    @property
+    def open_access(self) -> bool:
+        """No client key is asked for."""
+        return not self.keys
 
 
 @dataclass(frozen=True)
@@ -225,7 +262,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if loader.problems and loader.data is None:
         raise ConfigError(source, loader.problems)
     v = _Validator(loader)
-    root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares", "moderation"), ("providers",))
+    root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares", "moderation", "auth", "keys",
+                                       "limits"), ("providers",))
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
@@ -295,10 +333,12 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             middlewares = tuple(raw_mw)
 
     moderation = _moderation(v, root["moderation"]) if "moderation" in root else ModerationConfig()
+    auth, keys = _auth(v, root, server, middlewares)
+    limits = _limits(v, root.get("limits", {})) if "limits" in root else LimitsConfig()
 
     if loader.problems:
         raise ConfigError(source, loader.problems)
-    return Config(server, providers, routes, middlewares, source, moderation)
+    return Config(server, providers, routes, middlewares, source, moderation, auth, keys, limits)
 
 
 _MODERATION_SWITCHES = ("input", "output", "reasoning", "tool_arguments")
@@ -477,6 +517,114 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
             provider.on_malformed = raw["on_malformed"]
     provider.missing_env = tuple(dict.fromkeys(missing))
     return provider
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def exposure_problem(open_access: bool, auth: str | None, host: str) -> str | None:
+    """Secure default: without client keys the gateway serves loopback only, unless `auth: none` is written."""
+    if open_access and auth is None and not is_loopback(host):
+        return (f"serving {host} without client keys would let anyone reach the providers: add keys "
+                f"(auth: keys), or write 'auth: none' to serve it open on purpose")
+    return None
+
+
+def _auth(v: _Validator, root: dict, server: ServerConfig,
+          middlewares: tuple[str, ...]) -> tuple[str | None, tuple[ClientKey, ...]]:
+    ld = v.ld
+    auth = root.get("auth")
+    if "auth" in root and auth not in ("keys", "none"):
+        ld.problem("auth", "must be keys or none")
+        auth = None
+    keys: list[ClientKey] = []
+    listed = root.get("keys", [])
+    if not isinstance(listed, list):
+        ld.problem("keys", "must be a list of client keys")
+        listed = []
+    ids: set[str] = set()
+    digests: set[str] = set()
+    for i, raw in enumerate(listed):
+        key = _client_key(v, raw, f"keys[{i}]")
+        if key is None:
+            continue
+        if key.id in ids:
+            ld.problem(f"keys[{i}].id", f"duplicate key id '{key.id}'")
+        if key.sha256 in digests:
+            ld.problem(f"keys[{i}].sha256", "the same key is listed twice")
+        ids.add(key.id)
+        digests.add(key.sha256)
+        if key.limits and "ratelimit" not in middlewares:
+            ld.problem(f"keys[{i}].limits", "limits need the ratelimit middleware: add it to middlewares")
+        keys.append(key)
+    if auth == "keys" and not listed:
+        ld.problem("auth", "auth: keys needs at least one entry under keys")
+    if auth == "none" and listed:
+        ld.problem("keys", "auth: none serves without keys: remove the keys or write auth: keys")
+    problem = exposure_problem(not listed, auth, server.host)
+    if problem:
+        ld.problem("server.host", problem)
+    return auth, tuple(keys)
+
+
+def _client_key(v: _Validator, raw: Any, path: str) -> ClientKey | None:
+    ld = v.ld
+    raw = v.mapping(raw, path, ("id", "sha256", "models", "limits"), ("id", "sha256"))
+    key_id = v.string(raw["id"], f"{path}.id") if "id" in raw else None
+    if key_id is not None and not _NAME.match(key_id):
+        ld.problem(f"{path}.id", "may hold letters, digits, '.', '_' and '-' only")
+        key_id = None
+    digest = raw.get("sha256")
+    if "sha256" in raw and (not isinstance(digest, str) or not _SHA256_HEX.match(digest)):
+        ld.problem(f"{path}.sha256", "must be the 64 hex digits of the key's SHA-256 (gateway hash-key prints it)")
+        digest = None
+    models = None
+    if "models" in raw:
+        models = raw["models"]
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            ld.problem(f"{path}.models", "must be a list of model patterns such as 'openai/*'")
+            models = None
+        else:
+            models = tuple(models)
+    limits = KeyLimits()
+    if "limits" in raw:
+        values = v.mapping(raw["limits"], f"{path}.limits", LIMIT_NAMES)
+        checked = {name: v.number(values[name], f"{path}.limits.{name}", 1, integer=True, exclusive=False)
+                   for name in LIMIT_NAMES if name in values}
+        limits = KeyLimits(**{name: n for name, n in checked.items() if n is not None})
+    if key_id is None or digest is None:
+        return None
+    return ClientKey(key_id, digest.lower(), models, limits)
+
+
+def _limits(v: _Validator, raw: Any) -> LimitsConfig:
+    ld = v.ld
+    raw = v.mapping(raw, "limits", ("backend", "url", "on_backend_error"))
+    backend = raw.get("backend", "memory")
+    if backend not in ("memory", "redis"):
+        ld.problem("limits.backend", "must be memory or redis")
+        backend = "memory"
+    on_error = raw.get("on_backend_error", "open")
+    if on_error not in ("open", "closed"):
+        ld.problem("limits.on_backend_error", "must be open or closed")
+        on_error = "open"
+    url = LimitsConfig.url
+    if "url" in raw and v.string(raw["url"], "limits.url"):
+        missing: list[str] = []  # the url may carry a password from the environment: never echo it
+        url = _expand(raw["url"], missing)
+        if missing:
+            ld.problem("limits.url", f"{' and '.join(dict.fromkeys(missing))} is not set")
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            ld.problem("limits.url", "must start with redis://, rediss:// or unix://")
+        if backend != "redis":
+            ld.problem("limits.url", "only the redis backend takes a url")
+    return LimitsConfig(backend, url, on_error)
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .config import ModerationConfig, ProviderConfig
+from .config import ClientKey, ModerationConfig, ProviderConfig
+
+if TYPE_CHECKING:
+    from .limits import LimitBackend
 
 
 @dataclass
@@ -29,6 +32,10 @@ class RequestContext:
     attempts: int = 0  # upstream tries made so far, retries and fallbacks included
     moderation: ModerationConfig | None = None  # the rules and service the `moderate` middleware applies
     session: aiohttp.ClientSession | None = None  # the app's pooled session, for calls a middleware makes
+    client: ClientKey | None = None  # the caller's key; None when the gateway serves without keys
+    limiter: LimitBackend | None = None  # counts the key's budgets (the ratelimit middleware)
+    usage: dict | None = None  # the provider's latest token counts, recorded by normalize
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to the 200 (x-ratelimit-*)
 
     @property
     def id_prefix(self) -> str:

@@ -11,11 +11,13 @@ import uuid
 import orjson
 from aiohttp import web
 
+from .auth import allowed_models, authenticate, authorize
 from .config import Config
 from .context import RequestContext
-from .errors import GatewayError, invalid_param
 from . import failover
+from .errors import GatewayError, invalid_param
 from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION
+from .metrics import METRICS
 from .pipeline import Chain
 from .providers import supported
 from .responses import combine, encoder
@@ -86,10 +88,14 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
 async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
     config = request.app[CONFIG]
     request_id = _request_id(request)
+    key = None
     try:
+        key = authenticate(request)
         body = validate(await _read_json(request))
         ctx = _context(config, endpoint, body, request_id)
+        authorize(request, ctx, key)
     except GatewayError as error:
+        request.app[METRICS].request(key and key.id, endpoint, error.code or str(error.status))
         return error_response(error, request_id)
     ctx.session = request.app[SESSION]
     started = time.monotonic()
@@ -115,13 +121,14 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
             return error_response(SHUTTING_DOWN, ctx.request_id)
         outcome = "ok"
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                            headers={"x-request-id": ctx.request_id})
+                            headers={"x-request-id": ctx.request_id, **ctx.response_headers})
     finally:
         in_flight.tasks.discard(task)
         await chain.aclose()
-        log.info("request %s %s provider=%s model=%s stream=%s tries=%d outcome=%s seconds=%.3f", ctx.request_id,
-                 endpoint, ctx.provider.name, ctx.model, ctx.stream, ctx.attempts, outcome,
-                 time.monotonic() - started)
+        request.app[METRICS].request(key and key.id, endpoint, outcome)
+        log.info("request %s %s key=%s provider=%s model=%s stream=%s tries=%d outcome=%s seconds=%.3f",
+                 ctx.request_id, endpoint, key.id if key else "-", ctx.provider.name, ctx.model, ctx.stream,
+                 ctx.attempts, outcome, time.monotonic() - started)
 
 
 async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
@@ -186,6 +193,7 @@ def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
 async def _open(request: web.Request, ctx: RequestContext, keepalive: float) -> EventStream:
     response = EventStream(keepalive)
     response.headers["x-request-id"] = ctx.request_id
+    response.headers.update(ctx.response_headers)
     await response.prepare(request)
     return response
 
@@ -207,8 +215,12 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def models(request: web.Request) -> web.Response:
+    try:
+        key = authenticate(request)
+    except GatewayError as error:
+        return error_response(error)
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
-            for model, owner in listed_models(request.app[CONFIG])]
+            for model, owner in allowed_models(request, key, listed_models(request.app[CONFIG]))]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
 
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The test command: sets up .venv with the test tools, installs the servers some tests start
-# (nginx) and the Node.js the Vercel AI SDK test runs when missing, and runs the whole suite.
-# Extra arguments go to pytest.
+# (nginx, redis-server) and the Node.js the Vercel AI SDK test runs when missing, and runs the
+# whole suite. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/bootstrap.sh test
@@ -19,6 +19,13 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
             echo "could not install nodejs and npm: the Vercel AI SDK test will skip (fail with CI=true)" >&2
     else
         echo "node or npm is missing: the Vercel AI SDK test needs them (sudo apt-get install nodejs npm)" >&2
+    fi
+fi
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    else
+        echo "redis-server is missing: the Redis limits tests need it (sudo apt-get install redis-server)" >&2
     fi
 fi
 exec .venv/bin/python -m pytest -q "$@"

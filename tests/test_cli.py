@@ -146,7 +146,8 @@ def test_no_command_is_a_usage_error():
 
 
 def _serve_config(host: str, port: int) -> str:
-    return (f"server: {{host: '{host}', port: {port}, shutdown_grace: 2}}\n"
+    auth = "" if host == "127.0.0.1" else "auth: none\n"  # keyless off loopback must be written out
+    return (f"{auth}server: {{host: '{host}', port: {port}, shutdown_grace: 2}}\n"
             "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n")
 
 

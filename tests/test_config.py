@@ -51,6 +51,7 @@ def problem_at(problems: list[Problem], path: str) -> Problem:
 
 
 VALID = yaml_text("""
+    auth: none
     server:
       host: 0.0.0.0
       port: 9090

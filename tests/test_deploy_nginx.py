@@ -335,6 +335,18 @@ async def test_body_limit_matches_the_gateway(stack_factory):
     assert len(stack.provider.requests) == 1
 
 
+async def test_metrics_are_served_on_loopback_only(stack_factory):
+    """Prometheus scrapes the gateway's own address; nginx does not hand /metrics to the internet."""
+    stack = await stack_factory(nginx_binary())
+    async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+        async with session.get(f"{stack.url}/metrics") as response:
+            assert response.status == 404
+            assert (await response.json())["error"]["code"] == "not_found"
+        async with session.get(f"http://127.0.0.1:{stack.gateway_port}/metrics") as response:
+            assert response.status == 200
+            assert "gateway_requests_total" in await response.text()
+
+
 @pytest.mark.parametrize("unit", ["gateway.service", "gateway@8080.service"])
 def test_systemd_unit_verifies(unit, tmp_path):
     analyze = shutil.which("systemd-analyze")

@@ -67,6 +67,7 @@ class _Normalizer:
             usage = usage or groq_usage
         if usage:
             self.usage = usage  # the latest counts win: some providers repeat cumulative usage
+            self.ctx.usage = usage  # for the ratelimit middleware, even when the client did not ask for it
         kept = []
         for choice in chunk.get("choices") or ():
             if self._choice(choice):

@@ -1,0 +1,357 @@
+"""Per-key limits in Redis: a real redis-server on a free port, several gateway instances sharing one
+budget, slots that expire when their instance dies, and the on_backend_error policy when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.app import create_app
+from gateway.config import ClientKey, KeyLimits, parse_config
+from gateway.errors import GatewayError
+from gateway.limits import LIMITER
+from gateway.limits.redis_backend import RedisLimits
+from gateway.metrics import Metrics
+from tests.conftest import gateway_yaml
+from tests.fakes.upstream import HANG, FakeUpstream, Reply, Wait, chat_chunk, sse
+from tests.test_shutdown import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BOUND = 10
+SOLO = "gwk-solo-0123456789abcdef"
+RATED = "gwk-rated-0123456789abcdef"
+SOLO_SLOTS = "gateway:limits:{solo}:streams"
+CHAT = {"model": "up/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+STREAM = {**CHAT, "stream": True}
+ROLE = chat_chunk({"role": "assistant", "content": ""})
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def keys_yaml(url: str, on_error: str = "open") -> str:
+    return f"""
+keys:
+  - {{id: solo, sha256: {digest(SOLO)}, limits: {{concurrent_streams: 1}}}}
+  - {{id: rated, sha256: {digest(RATED)}, limits: {{requests_per_minute: 3, tokens_per_minute: 100000}}}}
+limits: {{backend: redis, url: "{url}", on_backend_error: {on_error}}}
+"""
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def answer(upstream, total: int = 7) -> None:
+    upstream.stream(sse(ROLE, chat_chunk({"content": "Hi"}), chat_chunk({}, "stop"),
+                        chat_chunk(choices=[], usage={"prompt_tokens": 2, "completion_tokens": total - 2,
+                                                      "total_tokens": total})))
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or next(
+        (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.path.exists(path)), None)
+    if found is None:
+        message = "redis-server is missing (tests/run.sh installs it: apt-get install redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+class RedisServer:
+    """A redis-server of its own on a free loopback port, nothing saved to disk."""
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = redis_binary()
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = aioredis.from_url(self.url)
+        try:
+            async with asyncio.timeout(BOUND):
+                while True:
+                    assert self.process.poll() is None, "redis-server exited at start"
+                    try:
+                        await client.ping()
+                        return
+                    except aioredis.ConnectionError:
+                        await asyncio.sleep(0.02)
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(BOUND)
+
+
+@pytest.fixture
+async def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    await server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis(redis_url):
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make_instance(aiohttp_client, upstream):
+    """One more gateway instance in front of the same upstream and the same limits backend."""
+
+    async def make(url: str, on_error: str = "open", **options):
+        config = parse_config(gateway_yaml(upstream.url, extra=keys_yaml(url, on_error), **options), "test.yaml")
+        return await aiohttp_client(create_app(config))
+
+    return make
+
+
+async def until(condition, what: str) -> None:
+    async with asyncio.timeout(BOUND):
+        while not await condition():
+            await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------------------------- shared budgets
+
+async def test_two_instances_enforce_one_concurrent_streams_limit(make_instance, upstream, redis_url, redis):
+    first, second = await make_instance(redis_url), await make_instance(redis_url)
+    release = asyncio.Event()
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), Wait(release),
+                                sse(chat_chunk({}, "stop"))]))
+    held = await first.post("/v1/chat/completions", json=STREAM, headers=bearer(SOLO))
+    assert held.status == 200
+    assert await redis.zcard(SOLO_SLOTS) == 1
+    for instance in (second, first):
+        refused = await instance.post("/v1/chat/completions", json=STREAM, headers=bearer(SOLO))
+        assert refused.status == 429
+        assert refused.headers["Retry-After"] == "1"
+        assert (await refused.json())["error"]["type"] == "concurrent_streams"
+    assert len(upstream.received) == 1
+    release.set()
+    assert (await asyncio.wait_for(held.read(), BOUND)).endswith(b"data: [DONE]\n\n")
+    await until(lambda: _zero(redis.zcard(SOLO_SLOTS)), "the slot is given back")
+    answer(upstream)
+    response = await second.post("/v1/chat/completions", json=STREAM, headers=bearer(SOLO))
+    assert response.status == 200
+    await response.read()
+
+
+async def _zero(awaitable) -> bool:
+    return await awaitable == 0
+
+
+async def test_two_instances_share_one_requests_budget(make_instance, upstream, redis_url):
+    first, second = await make_instance(redis_url), await make_instance(redis_url)
+    remaining = []
+    for instance in (first, second, first):
+        answer(upstream)
+        response = await instance.post("/v1/chat/completions", json=CHAT, headers=bearer(RATED))
+        assert response.status == 200
+        remaining.append(response.headers["x-ratelimit-remaining-requests"])
+        assert response.headers["x-ratelimit-limit-requests"] == "3"
+        assert response.headers["x-ratelimit-limit-tokens"] == "100000"
+    assert remaining == ["2", "1", "0"]
+    response = await second.post("/v1/chat/completions", json=CHAT, headers=bearer(RATED))
+    assert response.status == 429
+    assert (await response.json())["error"]["type"] == "requests_per_minute"
+    assert 1 <= int(response.headers["Retry-After"]) <= 20  # one request refills in 20 s
+    for name in ("limit", "remaining", "reset"):
+        assert f"x-ratelimit-{name}-requests" in response.headers
+        assert f"x-ratelimit-{name}-tokens" in response.headers
+    assert len(upstream.received) == 3
+
+
+async def test_tokens_are_corrected_by_real_usage(redis_url):
+    backend = RedisLimits(Metrics(), redis_url)
+    key = ClientKey("tok", "0" * 64, limits=KeyLimits(tokens_per_minute=1000))
+    try:
+        admission = await backend.admit(key, 600)
+        assert admission.headers["x-ratelimit-remaining-tokens"] == "400"
+        await backend.settle(admission, 50)
+        admission = await backend.admit(key, 600)  # only fits because the first was corrected to 50
+        assert 350 <= int(admission.headers["x-ratelimit-remaining-tokens"]) < 400
+        await backend.settle(admission, 900)  # longer than estimated: charged in full
+        with pytest.raises(GatewayError) as refused:
+            await backend.admit(key, 100)
+        assert refused.value.status == 429 and refused.value.type == "tokens_per_minute"
+        assert refused.value.headers["x-ratelimit-remaining-tokens"] == "50"
+    finally:
+        await backend.close()
+
+
+# ---------------------------------------------------------------------------------------------- slot lifetime
+
+async def test_slots_of_a_dead_instance_expire(redis_url, redis):
+    key = ClientKey("solo", "0" * 64, limits=KeyLimits(concurrent_streams=1))
+    dying, survivor = RedisLimits(Metrics(), redis_url, slot_ttl=0.3), RedisLimits(Metrics(), redis_url, slot_ttl=0.3)
+    await dying.start()
+    await survivor.start()
+    try:
+        await dying.admit(key, 1)
+        with pytest.raises(GatewayError):
+            await survivor.admit(key, 1)
+        await dying.close()  # it dies holding the slot: no release, no more refreshes
+        assert await redis.zcard(SOLO_SLOTS) == 1
+
+        async def admitted() -> bool:
+            try:
+                await survivor.admit(key, 1)
+            except GatewayError:
+                return False
+            return True
+
+        await until(admitted, "the dead instance's slot expires")
+    finally:
+        await survivor.close()
+
+
+async def test_slots_of_a_live_instance_are_refreshed(redis_url, redis):
+    key = ClientKey("solo", "0" * 64, limits=KeyLimits(concurrent_streams=1))
+    holder, other = RedisLimits(Metrics(), redis_url, slot_ttl=0.3), RedisLimits(Metrics(), redis_url, slot_ttl=0.3)
+    await holder.start()
+    try:
+        admission = await holder.admit(key, 1)
+        first_expiry = (await redis.zrange(SOLO_SLOTS, 0, -1, withscores=True))[0][1]
+        await asyncio.sleep(1.0)  # three slot lifetimes
+        assert (await redis.zrange(SOLO_SLOTS, 0, -1, withscores=True))[0][1] > first_expiry
+        with pytest.raises(GatewayError):
+            await other.admit(key, 1)
+        await holder.settle(admission, None)
+        assert await redis.zcard(SOLO_SLOTS) == 0
+        await other.settle(await other.admit(key, 1), None)
+    finally:
+        await holder.close()
+        await other.close()
+
+
+async def test_client_disconnect_gives_the_redis_slot_back(make_instance, upstream, redis_url, redis):
+    gateway = await make_instance(redis_url)
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), HANG]))
+    response = await gateway.post("/v1/chat/completions", json=STREAM, headers=bearer(SOLO))
+    await asyncio.wait_for(response.content.readuntil(b"Hi"), BOUND)
+    assert await redis.zcard(SOLO_SLOTS) == 1
+    response.connection.transport.abort()
+    await until(lambda: _zero(redis.zcard(SOLO_SLOTS)), "the slot is given back")
+    assert not gateway.server.app[LIMITER].held
+
+
+async def test_server_shutdown_gives_the_redis_slot_back(aiohttp_server, tmp_path, redis_url, redis):
+    fake = FakeUpstream()
+    upstream = await aiohttp_server(fake.app)
+    fake.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), HANG]))
+    port = free_port()
+    config = tmp_path / "providers.yaml"
+    config.write_text(f"""
+server: {{host: 127.0.0.1, port: {port}, shutdown_grace: 1, sse_keepalive: 30}}
+providers:
+  - {{name: up, kind: openai, base_url: "http://127.0.0.1:{upstream.port}/v1", api_key: sk-test-shutdown000000}}
+middlewares: [normalize, ratelimit]
+{keys_yaml(redis_url)}
+""")
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)], cwd=ROOT,
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(BOUND):
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            streaming = await session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=STREAM,
+                                           headers=bearer(SOLO))
+            assert streaming.status == 200
+            await streaming.content.readuntil(b"Hi")
+            assert await redis.zcard(SOLO_SLOTS) == 1
+            gateway.send_signal(signal.SIGTERM)
+            rest = await streaming.read()
+            assert b"server_shutting_down" in rest and rest.endswith(b"data: [DONE]\n\n")
+        assert gateway.wait(BOUND) == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait()
+    assert await redis.zcard(SOLO_SLOTS) == 0, log.read_text()  # given back, not left to expire
+
+
+# ---------------------------------------------------------------------------------------------- Redis down
+
+async def test_redis_down_fails_open_with_a_log_line_and_a_metric(make_instance, upstream, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.limits")
+    gateway = await make_instance(f"redis://127.0.0.1:{free_port()}/0", "open")  # nothing listens there
+    for _ in range(2):
+        answer(upstream)
+        response = await gateway.post("/v1/chat/completions", json=STREAM, headers=bearer(SOLO))
+        assert response.status == 200
+        assert "x-ratelimit-limit-requests" not in response.headers
+        assert (await response.read()).endswith(b"data: [DONE]\n\n")
+    failures = [r for r in caplog.records if "limit backend redis failed" in r.getMessage()]
+    assert len(failures) == 1  # one line per outage, not one per request
+    assert failures[0].levelname == "WARNING" and "let through uncounted" in failures[0].getMessage()
+    metrics = await (await gateway.get("/metrics")).text()
+    assert ('gateway_limit_backend_errors_total{backend="redis",on_backend_error="open",operation="admit"} 2.0'
+            in metrics)
+
+
+async def test_redis_down_fails_closed_with_a_503(make_instance, upstream, caplog):
+    gateway = await make_instance(f"redis://127.0.0.1:{free_port()}/0", "closed")
+    response = await gateway.post("/v1/chat/completions", json=STREAM, headers=bearer(SOLO))
+    assert response.status == 503
+    error = (await response.json())["error"]
+    assert (error["code"], error["type"]) == ("limits_unavailable", "service_unavailable")
+    assert upstream.received == []
+    assert any("limit backend redis failed" in r.getMessage() for r in caplog.records)
+    metrics = await (await gateway.get("/metrics")).text()
+    assert ('gateway_limit_backend_errors_total{backend="redis",on_backend_error="closed",operation="admit"} 1.0'
+            in metrics)
+
+
+async def test_a_redis_that_comes_back_is_used_again(redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.limits")
+    key = ClientKey("solo", "0" * 64, limits=KeyLimits(concurrent_streams=1))
+    backend = RedisLimits(Metrics(), redis_server.url)
+    try:
+        assert (await backend.admit(key, 1)).counted
+        redis_server.stop()
+        outage = await backend.admit(key, 1)
+        assert not outage.counted
+        await backend.settle(outage, 5)  # nothing was counted: nothing to give back
+        assert "limit backend redis failed on admit" in caplog.text
+        await redis_server.start()  # the same port, empty again
+        assert (await backend.admit(key, 1)).counted
+        assert "limit backend redis answers again" in caplog.text
+    finally:
+        await backend.close()
