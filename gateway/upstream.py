@@ -70,6 +70,12 @@ class _ReadWatchdog:
             return self._expire("idle" if self.got_data else "first_byte")
         self._handle = self._loop.call_at(min(limit, self._deadline), self._check)
 
+    def first_data(self) -> None:
+        """The body began: from now on the idle timeout applies, which may be shorter than first_byte."""
+        self.got_data = True
+        self._handle.cancel()
+        self._handle = self._loop.call_at(min(self.last_read + self._idle, self._deadline), self._check)
+
     def _expire(self, which: str) -> None:
         self._response.content.set_exception(_Expired(which))
         self._response.close()
@@ -231,7 +237,8 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,
             if not data:
                 break
             watchdog.last_read = loop.time()
-            watchdog.got_data = True
+            if not watchdog.got_data:
+                watchdog.first_data()
             for event in decoder.feed(data):
                 yield event
         finished = True

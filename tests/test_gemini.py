@@ -333,6 +333,9 @@ _schemas = st.recursive(
 @given(_schemas)
 @example({"properties": {"a": {}}, "required": True})  # found by this test: `required` not a list of names
 @example({"properties": {}, "required": [[]]})
+@example({"properties": "0", "allOf": [None]})
+@example({"properties": True, "allOf": [None]})
+@example({"allOf": [{"properties": True, "required": 1}, {"properties": {"a": {}}, "required": [[], "a"]}]})
 def test_any_schema_cleans_to_gemini_keywords_only(schema):
     if not isinstance(schema, dict):
         return

@@ -103,6 +103,17 @@ async def test_idle_timeout_ends_stream_with_error_and_closes_upstream(upstream,
     await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
 
 
+async def test_idle_timeout_shorter_than_first_byte_is_not_held_to_first_byte(upstream, make_gateway):
+    # bug: the timer armed for first_byte was not re-armed when the body began, so the first idle
+    # timeout fired only at first_byte (here 60 s, past BOUND) instead of after `idle` seconds
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 60, idle: 0.3, total: 120}")
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), HANG]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    events = await asyncio.wait_for(read_events(response), BOUND)
+    assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_idle_timeout"
+    await asyncio.wait_for(upstream.cut_off_event.wait(), 1.0)
+
+
 async def test_total_timeout_ends_a_stream_that_never_ends(upstream, make_gateway):
     gateway = await make_gateway(timeouts="{connect: 2, first_byte: 5, idle: 5, total: 0.5}")
     trickle = [sse(chat_chunk({"content": "x"}), done=False) for _ in range(400)]

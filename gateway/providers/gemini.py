@@ -389,8 +389,10 @@ def _merged(schemas: list[dict]) -> dict:
     properties: dict = {}
     required: list = []
     for schema in schemas:
-        properties.update(schema.get("properties") or {})
-        required.extend(r for r in schema.get("required") or () if r not in required)
+        if isinstance(schema.get("properties"), dict):
+            properties.update(schema["properties"])
+        if isinstance(schema.get("required"), list):
+            required.extend(r for r in schema["required"] if isinstance(r, str) and r not in required)
         out.update({k: v for k, v in schema.items() if k not in ("properties", "required")})
     if properties:
         out["properties"] = properties
