@@ -62,11 +62,12 @@ def _has_content(event: bytes) -> bool:
     return any(isinstance(c.get("delta"), dict) and c["delta"].get("content") for c in chunk.get("choices") or ())
 
 
-async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, expected_chunks: int) -> float:
+async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, expected_chunks: int,
+                     headers: dict[str, str] | None = None) -> float:
     """Reads one stream to its end; returns the seconds from sending the request to the first chunk with
     content. Raises StreamFailed unless it delivered exactly `expected_chunks` chunks and then [DONE]."""
     started = time.perf_counter()
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+    async with session.post(url, data=body, headers={"Content-Type": "application/json", **(headers or {})}) as response:
         if response.status != 200:
             raise StreamFailed(f"HTTP {response.status}: {(await response.text())[:300]}")
         content = response.content
@@ -101,7 +102,7 @@ class Tally:
 
 
 async def drive(session: aiohttp.ClientSession, url: str, body: bytes, concurrency: int, requests: int,
-                expected_chunks: int, spread: float) -> Tally:
+                expected_chunks: int, spread: float, headers: dict[str, str] | None = None) -> Tally:
     """`concurrency` workers, each running one stream after another, until `requests` streams are done.
     Worker k starts k/concurrency of `spread` seconds late: streams of equal length started together
     would stay in lockstep, and every round would begin with a burst of `concurrency` new requests."""
@@ -114,7 +115,7 @@ async def drive(session: aiohttp.ClientSession, url: str, body: bytes, concurren
         while remaining > 0:
             remaining -= 1
             try:
-                tally.ttfc.append(await one_stream(session, url, body, expected_chunks))
+                tally.ttfc.append(await one_stream(session, url, body, expected_chunks, headers))
                 tally.chunks += expected_chunks
             except (StreamFailed, aiohttp.ClientError, TimeoutError) as exc:
                 tally.failures += 1
@@ -131,7 +132,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def run_phase(name: str, url: str, model: str, args: argparse.Namespace,
-                    children: dict[str, Child]) -> dict:
+                    children: dict[str, Child], headers: dict[str, str] | None = None) -> dict:
     body = orjson.dumps({"model": model, "stream": True, "stream_options": {"include_usage": True},
                          "messages": [{"role": "user", "content": "Write a long story about a gateway."}]})
     expected = args.chunks_per_stream + EXTRA_CHUNKS
@@ -141,12 +142,12 @@ async def run_phase(name: str, url: str, model: str, args: argparse.Namespace,
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         async with asyncio.timeout(args.phase_timeout):
             # Warm-up at full concurrency: opens the pooled connections on both sides, warms the caches.
-            await drive(session, url, body, args.concurrency, args.warmup, expected, spread)
+            await drive(session, url, body, args.concurrency, args.warmup, expected, spread, headers)
             before = {who: child.cpu_times() for who, child in children.items()}
             before["driver"] = os.times()[:2]
             machine_before = machine_busy_seconds()
             started = time.perf_counter()
-            tally = await drive(session, url, body, args.concurrency, args.requests, expected, spread)
+            tally = await drive(session, url, body, args.concurrency, args.requests, expected, spread, headers)
             elapsed = time.perf_counter() - started
             after = {who: child.cpu_times() for who, child in children.items()}
             after["driver"] = os.times()[:2]
