@@ -12,20 +12,16 @@ bare one: CPU per chunk and time to first chunk.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import signal
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import aiohttp
-import orjson
 
 import stream_bench
-from harness import BENCH_DIR, Child, commit, free_ports, wait_healthy
+from harness import BENCH_DIR, Child, commit, free_ports, run_command, wait_healthy
 
 CLIENT_KEY = "gwk-bench-0123456789abcdef"
 # Budgets no bench run reaches: every request pays for the checks, none is refused.
@@ -131,28 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         del parser_argv[at:at + 2]
     args = stream_bench.parse_args(parser_argv)
     args.rounds = max(1, rounds)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    children: dict[str, Child] = {}
-    with tempfile.TemporaryDirectory(prefix="chain-bench-") as tmp:
-        result = None
-        try:
-            result = asyncio.run(bench(args, Path(tmp), children))
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            for child in children.values():
-                child.stop()
-        failed = result is None or any(p["failures"] for ps in result["phases"].values() for p in ps)
-        if failed:
-            for child in children.values():
-                print(f"--- {child.name} log, last lines:\n{child.log_tail()}", file=sys.stderr)
-        if result is None:
-            return 1
-    if args.json:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print_table(result)
-    return 1 if failed else 0
+    return run_command("chain-bench", bench, args, lambda result: not any(
+        phase["failures"] for phases in result["phases"].values() for phase in phases), print_table)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -119,3 +122,33 @@ def commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
+
+
+def run_command(name: str, run, args, succeeded, print_table) -> int:
+    """A bench command's life: `run(args, workdir, children)` in a temporary directory, its children
+    stopped however it ends (Ctrl-C and SIGTERM included), their logs shown when `succeeded(result)` is
+    false, then the result as JSON (`args.json`) or through `print_table`. Returns the exit status."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # ends the run through the `finally` below
+    children: dict[str, Child] = {}
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
+        result = None
+        try:
+            result = asyncio.run(run(args, Path(tmp), children))
+        except KeyboardInterrupt:
+            return 130
+        except TimeoutError:
+            print(f"{name}: a phase took longer than its timeout", file=sys.stderr)
+        finally:
+            for child in children.values():
+                child.stop()
+        ok = result is not None and succeeded(result)
+        if not ok:
+            for child in children.values():
+                print(f"--- {child.name} log, last lines:\n{child.log_tail()}", file=sys.stderr)
+        if result is None:
+            return 1
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print_table(result)
+    return 0 if ok else 1

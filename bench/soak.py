@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import signal
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -38,7 +36,7 @@ import aiohttp
 import orjson
 
 from faulty_upstream import parse_weights
-from harness import BENCH_DIR, Child, commit, free_ports, wait_healthy
+from harness import BENCH_DIR, Child, commit, free_ports, run_command, wait_healthy
 
 OK_OUTCOMES = ("answer", "error_event", "http_error", "disconnected")
 MODELS = {"openai": "up/gpt-4o-mini", "anthropic": "ant/claude-haiku-4-5", "fallback": "both"}
@@ -501,28 +499,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # ends the run through the `finally` below
-    children: dict[str, Child] = {}
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        result = None
-        try:
-            result = asyncio.run(soak(args, Path(tmp), children))
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            for child in children.values():
-                child.stop()
-        if result is None or not result["ok"]:
-            for child in children.values():
-                print(f"--- {child.name} log, last lines:\n{child.log_tail()}", file=sys.stderr)
-        if result is None:
-            return 1
-    if args.json:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print_table(result)
-    return 0 if result["ok"] else 1
+    return run_command("soak", soak, parse_args(argv), lambda result: result["ok"], print_table)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ import argparse
 import asyncio
 import math
 import os
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from harness import BENCH_DIR, CLK_TCK, Child, commit, free_ports, machine_busy_seconds, wait_healthy
+from harness import BENCH_DIR, CLK_TCK, Child, commit, free_ports, machine_busy_seconds, run_command, wait_healthy
 
 DONE = b"data: [DONE]\n\n"
 EXTRA_CHUNKS = 3  # besides the content chunks: the role chunk, the finish chunk and the usage chunk
@@ -289,32 +287,9 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # SIGTERM ends the run like Ctrl-C does, through the `finally` that stops the children.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    children: dict[str, Child] = {}
-    with tempfile.TemporaryDirectory(prefix="stream-bench-") as tmp:
-        result = None
-        try:
-            result = asyncio.run(bench(args, Path(tmp), children))
-        except KeyboardInterrupt:
-            return 130
-        except TimeoutError:
-            print(f"a phase took longer than --phase-timeout {args.phase_timeout:g}s", file=sys.stderr)
-        finally:
-            for child in children.values():
-                child.stop()
-        failed = result is None or bool(result["baseline"]["failures"] or result["gateway"]["failures"])
-        if failed:
-            for child in children.values():
-                print(f"--- {child.name} log, last lines:\n{child.log_tail()}", file=sys.stderr)
-        if result is None:
-            return 1
-    if args.json:
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print_table(result)
-    return 1 if failed else 0
+    return run_command("stream-bench", bench, parse_args(argv),
+                       lambda result: not (result["baseline"]["failures"] or result["gateway"]["failures"]),
+                       print_table)
 
 
 if __name__ == "__main__":
