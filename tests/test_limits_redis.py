@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -25,7 +24,7 @@ from gateway.limits.redis_backend import RedisLimits
 from gateway.metrics import Metrics
 from tests.conftest import gateway_yaml
 from tests.fakes.upstream import HANG, FakeUpstream, Reply, Wait, chat_chunk, sse
-from tests.test_shutdown import free_port
+from tests.serving import free_port, served
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 10
@@ -270,27 +269,15 @@ async def test_server_shutdown_gives_the_redis_slot_back(aiohttp_server, tmp_pat
     upstream = await aiohttp_server(fake.app)
     fake.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), HANG]))
     port = free_port()
-    config = tmp_path / "providers.yaml"
-    config.write_text(f"""
+    config = f"""
 server: {{host: 127.0.0.1, port: {port}, shutdown_grace: 1, sse_keepalive: 30}}
 providers:
   - {{name: up, kind: openai, base_url: "http://127.0.0.1:{upstream.port}/v1", api_key: sk-test-shutdown000000}}
 middlewares: [normalize, ratelimit]
 {keys_yaml(redis_url)}
-""")
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as out:
-        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)], cwd=ROOT,
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    try:
+"""
+    async with served(config, port, tmp_path) as (gateway, log):
         async with aiohttp.ClientSession() as session, asyncio.timeout(BOUND):
-            while True:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
             streaming = await session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=STREAM,
                                            headers=bearer(SOLO))
             assert streaming.status == 200
@@ -300,10 +287,6 @@ middlewares: [normalize, ratelimit]
             rest = await streaming.read()
             assert b"server_shutting_down" in rest and rest.endswith(b"data: [DONE]\n\n")
         assert gateway.wait(BOUND) == 0
-    finally:
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait()
     assert await redis.zcard(SOLO_SLOTS) == 0, log.read_text()  # given back, not left to expire
 
 

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import aiohttp
 import orjson
 
 from tests.fakes.upstream import HANG, FakeUpstream, Reply, chat_chunk, sse
-
-ROOT = Path(__file__).resolve().parents[1]
-BOUND = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.serving import BOUND, free_port, served
 
 
 async def test_sigterm_past_the_grace_ends_streams_with_an_error_event(aiohttp_server, tmp_path):
@@ -31,25 +19,13 @@ async def test_sigterm_past_the_grace_ends_streams_with_an_error_event(aiohttp_s
                                 done=False), HANG]))
     fake.queue(Reply(steps=[sse(chat_chunk({"role": "assistant", "content": ""}), done=False), HANG]))
     port = free_port()
-    config = tmp_path / "providers.yaml"
-    config.write_text(f"""
+    config = f"""
 server: {{host: 127.0.0.1, port: {port}, shutdown_grace: 1, sse_keepalive: 30}}
 providers:
   - {{name: up, kind: openai, base_url: "http://127.0.0.1:{upstream.port}/v1", api_key: sk-test-shutdown000000}}
-""")
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as out:
-        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)], cwd=ROOT,
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    try:
+"""
+    async with served(config, port, tmp_path) as (gateway, log):
         async with aiohttp.ClientSession() as session, asyncio.timeout(BOUND):
-            while True:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
             body = {"model": "up/m", "messages": [{"role": "user", "content": "hi"}]}
             streaming = await session.post(f"http://127.0.0.1:{port}/v2/chat/completions", json={**body, "stream": True})
             assert streaming.status == 200
@@ -72,8 +48,4 @@ providers:
             while fake.cut_off < 2:  # both upstream connections were closed
                 await asyncio.sleep(0.02)
         assert gateway.wait(BOUND) == 0
-    finally:
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait()
     assert "shutting down: 2 request(s) in flight" in log.read_text()
