@@ -13,6 +13,7 @@ from aiohttp import web
 from .config import ClientKey, Config
 from .context import RequestContext
 from .errors import GatewayError
+from .keys import CONFIG
 from .limits import LIMITER
 
 
@@ -95,9 +96,11 @@ def authorize(request: web.Request, ctx: RequestContext, key: ClientKey | None) 
         return
     ctx.limiter = request.app.get(LIMITER)
     table = request.app[KEY_TABLE]
-    if table.allows(key, ctx.requested_model):
-        return  # the name it wrote (a route, say) is allowed: so is every target behind it
-    # else only the targets it may call directly, so that a fallback never reaches a model it may not use
+    if ctx.requested_model in request.app[CONFIG].routes and table.allows(key, ctx.requested_model):
+        return  # a route allowed by name: the operator chose its targets, so every one of them is allowed
+    # Anything else is checked against the targets that would serve it, never the string the client wrote
+    # (which may look like an allowed '<provider>/*' and be served by another provider); and only the allowed
+    # targets stay, so that a fallback never reaches a model the key may not use.
     allowed = [(p, m) for p, m in ctx.candidates if table.allows(key, f"{p.name}/{m}")]
     if not allowed:
         raise GatewayError(403, f"key '{key.id}' may not use the model '{ctx.requested_model}'",

@@ -35,12 +35,21 @@ def _lookup(config: Config, target: str) -> tuple[ProviderConfig, str] | None:
     return provider, model
 
 
+def names_a_provider(config: Config, requested: str) -> bool:
+    """Whether `requested` has the '<provider>/<model>' form: the part before its first slash is a provider's name."""
+    name, slash, _ = requested.partition("/")
+    return bool(slash) and name in config.providers
+
+
 def resolve(config: Config, requested: str) -> list[tuple[ProviderConfig, str]]:
-    """The enabled targets for a route alias, '<provider>/<model>', or a bare model providers list, in order."""
+    """The enabled targets for a model name, in order. A route name comes first; then '<provider>/<model>',
+    which wins over any bare model name: 'openai/gpt-oss-120b' means the provider 'openai', never another
+    provider that lists 'openai/gpt-oss-120b' (that one is 'groq/openai/gpt-oss-120b'). Only a name that names
+    no provider is looked up as a bare model in the providers' `models` lists."""
     if requested in config.routes:
         candidates = [_lookup(config, target) for target in config.routes[requested]]
-    elif (found := _lookup(config, requested)) is not None:
-        candidates = [found]
+    elif names_a_provider(config, requested):
+        candidates = [_lookup(config, requested)]
     else:
         candidates = [
             (p, requested) for p in config.providers.values() if p.models is not None and requested in p.models

@@ -170,6 +170,70 @@ async def test_models_list_needs_a_key_and_shows_what_it_may_use(keyed):
     assert [m["id"] for m in (await response.json())["data"]] == ["demo/echo", "chat"]
 
 
+# A provider whose models list holds names with a slash, next to a provider those names start with.
+SLASHED = """
+  - name: openai
+    kind: openai
+    base_url: {url}/v1
+    api_key: sk-test-openai-0123456789
+    models: [gpt-4o]
+    retry: {{attempts: 1}}
+  - name: groq
+    kind: openai
+    base_url: {url}/v1
+    api_key: gsk_test0123456789abcdef
+    models: [openai/gpt-oss-120b, meta-llama/llama-4]
+    retry: {{attempts: 1}}
+"""
+
+
+def _slashed_gateway(make_gateway, upstream, pattern: str):
+    return make_gateway(extra_provider=SLASHED.format(url=upstream.url), extra=f"""
+keys:
+  - {{id: scoped, sha256: {digest(KEY_A)}, models: ["{pattern}"]}}
+""")
+
+
+async def test_a_key_limited_to_openai_is_not_served_by_groq_for_openai_slash_model(make_gateway, upstream):
+    # 'openai/gpt-oss-120b' names the provider 'openai', which does not list it: not groq's model of that name
+    gateway = await _slashed_gateway(make_gateway, upstream, "openai/*")
+    answer(upstream)
+    response = await gateway.post("/v1/chat/completions", json={**CHAT, "model": "openai/gpt-oss-120b"},
+                                  headers=bearer(KEY_A))
+    assert response.status == 404
+    assert_openai_error(await response.json(), "model_not_found")
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize("model", ["groq/openai/gpt-oss-120b", "meta-llama/llama-4"])
+async def test_the_allow_list_is_checked_against_the_target_that_serves(make_gateway, upstream, model):
+    gateway = await _slashed_gateway(make_gateway, upstream, "openai/*")
+    response = await gateway.post("/v1/chat/completions", json={**CHAT, "model": model}, headers=bearer(KEY_A))
+    assert response.status == 403
+    assert_openai_error(await response.json(), "model_not_allowed")
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize("model", ["groq/openai/gpt-oss-120b", "meta-llama/llama-4"])
+async def test_a_provider_prefixed_name_and_a_bare_slashed_name_reach_the_provider_listing_them(
+        make_gateway, upstream, model):
+    gateway = await _slashed_gateway(make_gateway, upstream, "groq/*")
+    answer(upstream)
+    response = await gateway.post("/v1/chat/completions", json={**CHAT, "model": model}, headers=bearer(KEY_A))
+    assert response.status == 200, await response.text()
+    assert upstream.received[0].body["model"] == model.removeprefix("groq/")
+    assert upstream.received[0].headers["Authorization"] == "Bearer gsk_test0123456789abcdef"
+
+
+async def test_a_bare_name_allowed_by_pattern_is_not_enough_when_its_target_is_not(make_gateway, upstream):
+    # the pattern matches the string the client wrote ('meta-llama/llama-4'), but the target is groq's
+    gateway = await _slashed_gateway(make_gateway, upstream, "meta-llama/*")
+    response = await gateway.post("/v1/chat/completions", json={**CHAT, "model": "meta-llama/llama-4"},
+                                  headers=bearer(KEY_A))
+    assert response.status == 403
+    assert upstream.received == []
+
+
 # ---------------------------------------------------------------------------------------------- metrics
 
 async def test_metrics_count_requests_by_key_id(keyed, upstream):
