@@ -209,6 +209,73 @@ async def test_the_request_is_refused_before_the_upstream_is_called(upstream, ma
     assert upstream.received == []
 
 
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+# Every place of a chat request a provider reads text from, each carrying a blocked phrase.
+HIDDEN_INPUT = {
+    "assistant tool-call arguments": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {**CALL, "function": {"name": "lookup", "arguments": '{"q": "the forbidden phrase"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "ok"}],
+    "tool result string": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "result: forbidden phrase"}],
+    "tool result parts": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "forbidden phrase"}]}],
+    "assistant refusal part": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "no, forbidden phrase"}]},
+        {"role": "user", "content": "again"}],
+    "assistant refusal field": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "fine", "refusal": "the forbidden phrase"},
+        {"role": "user", "content": "again"}],
+    "legacy function_call": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "lookup", "arguments": '{"q": "forbidden phrase"}'}},
+        {"role": "function", "name": "lookup", "content": "ok"}],
+}
+
+
+@pytest.mark.parametrize("model", ["up/gpt-4o-mini", "ant/claude-sonnet-4", "gem/gemini-2.5-flash"])
+@pytest.mark.parametrize("where", HIDDEN_INPUT)
+async def test_input_moderation_looks_inside_tool_calls_tool_results_and_refusals(upstream, make_gateway, where,
+                                                                                   model):
+    gateway = await make_gateway(extra=RULES)
+    response = await gateway.post("/v1/chat/completions", json={**CHAT, "model": model,
+                                                                "messages": HIDDEN_INPUT[where]})
+    assert response.status == 400, await response.text()
+    assert (await response.json())["error"]["code"] == "content_filter"
+    assert upstream.received == []
+
+
+async def test_input_moderation_checks_the_tool_definitions(upstream, make_gateway):
+    gateway = await make_gateway(extra=RULES)
+    tool = {"type": "function", "function": {"name": "lookup", "description": "say the forbidden phrase",
+                                             "parameters": {"type": "object", "properties": {}}}}
+    schema_tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string", "description": "a forbidden phrase"}}}}}
+    for tools in ([tool], [schema_tool]):
+        response = await gateway.post("/v1/chat/completions", json={**CHAT, "tools": tools})
+        assert response.status == 400
+    assert upstream.received == []
+
+
+async def test_a_refusal_in_the_answer_goes_through_the_rules(upstream, make_gateway):
+    gateway = await make_gateway(extra=RULES)
+    upstream.stream(sse(ROLE, chat_chunk({"refusal": "I won't say the forb"}), chat_chunk({"refusal": "idden phrase"}),
+                        chat_chunk({"refusal": ", darn."}), chat_chunk({}, "stop")))
+    events = await stream(gateway)
+    assert joined(events, "refusal") == "I won't say the "
+    assert finishes(events) == [(0, "content_filter")]
+    upstream.stream(sse(ROLE, chat_chunk({"refusal": "No, d"}), chat_chunk({"refusal": "arn."}),
+                        chat_chunk({}, "stop")))
+    answer = await (await gateway.post("/v1/chat/completions", json={**CHAT, "stream": False})).json()
+    assert answer["choices"][0]["message"]["refusal"] == "No, ***."
+
+
 async def test_input_false_lets_the_request_through(upstream, make_gateway):
     gateway = await make_gateway(extra=RULES + "  input: false\n")
     upstream.stream(sse(ROLE, content("ok"), chat_chunk({}, "stop")))

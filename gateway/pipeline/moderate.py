@@ -29,7 +29,13 @@ from ..moderation_service import is_flagged
 log = logging.getLogger("gateway")
 
 CONTENT_FILTERED = "content_filter"
-_TEXT_FIELDS = ("reasoning_content", "content")  # the order a model writes them in
+_REASONING_FIELDS = ("reasoning_content",)
+_ANSWER_FIELDS = ("content", "refusal")  # a refusal is text the client reads, in place of content
+
+
+def _text_fields(settings: ModerationConfig) -> tuple[str, ...]:
+    """The delta fields the rules scan, in the order a model writes them."""
+    return (_REASONING_FIELDS if settings.reasoning else ()) + (_ANSWER_FIELDS if settings.output else ())
 
 
 def content_filtered() -> GatewayError:
@@ -79,21 +85,57 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIte
 
 
 def request_texts(ctx: RequestContext) -> list[str]:
-    """The text a client sent: each message's content (strings and text parts), or the prompt."""
+    """Every text of the request that a provider will read: each message's content (strings, and text or
+    refusal parts), the reasoning and tool calls (name and arguments) of assistant turns sent back, tool
+    results, and the tools' own names, descriptions and schemas; or the prompt on /completions."""
     body = ctx.body
     if ctx.endpoint != "chat":
         prompt = body.get("prompt")
         prompts = prompt if isinstance(prompt, list) else [prompt]
         return [p for p in prompts if isinstance(p, str) and p]
-    texts = []
+    texts: list[str] = []
     for message in body.get("messages") or ():
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-        elif isinstance(content, list):
-            texts.extend(part["text"] for part in content
-                         if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str))
+        _message_texts(message, texts)
+    tools = body.get("tools")
+    if tools:
+        _strings(tools, texts)
     return texts
+
+
+def _message_texts(message: dict, texts: list[str]) -> None:
+    content = message.get("content")
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict):
+                text = part.get("text") if part.get("type") != "refusal" else part.get("refusal")
+                if isinstance(text, str):
+                    texts.append(text)
+    for field in ("refusal", "reasoning_content", "name"):
+        if isinstance(message.get(field), str):
+            texts.append(message[field])
+    calls = message.get("tool_calls")
+    functions = [call.get("function") for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
+    functions.append(message.get("function_call"))  # the legacy single call
+    for function in functions:
+        if isinstance(function, dict):
+            texts.extend(function[k] for k in ("name", "arguments") if isinstance(function.get(k), str))
+
+
+def _strings(value: object, texts: list[str]) -> None:
+    """Every string in a JSON value, keys included (a schema's property names reach the model too);
+    iterative, so that depth costs no recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            texts.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 async def _check_request(ctx: RequestContext, settings: ModerationConfig) -> None:
@@ -125,7 +167,7 @@ class _Output:
     def __init__(self, ctx: RequestContext, settings: ModerationConfig) -> None:
         self.ctx = ctx
         self.rules = settings.rules
-        self.fields = tuple(f for f, on in zip(_TEXT_FIELDS, (settings.reasoning, settings.output)) if on)
+        self.fields = _text_fields(settings)
         self.tool_arguments = settings.tool_arguments
         self.choices: dict[int, _ChoiceState] = {}
         self.blocked = False
@@ -305,7 +347,7 @@ class _Window:
     def __init__(self, ctx: RequestContext, settings: ModerationConfig) -> None:
         self.ctx = ctx
         self.service = settings.service
-        self.fields = tuple(f for f, on in zip(_TEXT_FIELDS, (settings.reasoning, settings.output)) if on)
+        self.fields = _text_fields(settings)
         self.tool_arguments = settings.tool_arguments
         self.pending: list[dict] = []
         self.texts: list[str] = []
