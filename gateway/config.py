@@ -129,6 +129,8 @@ class LimitsConfig:
     backend: str = "memory"  # memory | redis
     url: str = "redis://127.0.0.1:6379/0"
     on_backend_error: str = "open"  # open: admit without limits while the backend fails; closed: 503
+    redis_pool_size: int = 50  # connections to Redis per instance; a burst beyond them waits for one
+    redis_pool_wait: float = 2.0  # seconds a request waits for a connection before a 503 limits_busy
 
 
 @dataclass
@@ -605,7 +607,7 @@ def _client_key(v: _Validator, raw: Any, path: str) -> ClientKey | None:
 
 def _limits(v: _Validator, raw: Any) -> LimitsConfig:
     ld = v.ld
-    raw = v.mapping(raw, "limits", ("backend", "url", "on_backend_error"))
+    raw = v.mapping(raw, "limits", ("backend", "url", "on_backend_error", "redis_pool_size", "redis_pool_wait"))
     backend = raw.get("backend", "memory")
     if backend not in ("memory", "redis"):
         ld.problem("limits.backend", "must be memory or redis")
@@ -624,7 +626,16 @@ def _limits(v: _Validator, raw: Any) -> LimitsConfig:
             ld.problem("limits.url", "must start with redis://, rediss:// or unix://")
         if backend != "redis":
             ld.problem("limits.url", "only the redis backend takes a url")
-    return LimitsConfig(backend, url, on_error)
+    pool: dict[str, Any] = {}
+    for name in ("redis_pool_size", "redis_pool_wait"):
+        if name in raw:
+            if backend != "redis":
+                ld.problem(f"limits.{name}", f"only the redis backend takes {name}")
+            number = v.number(raw[name], f"limits.{name}", 1 if name == "redis_pool_size" else 0,
+                              integer=name == "redis_pool_size", exclusive=name == "redis_pool_wait")
+            if number is not None:
+                pool[name] = number if name == "redis_pool_size" else float(number)
+    return LimitsConfig(backend, url, on_error, **pool)
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
