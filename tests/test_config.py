@@ -395,6 +395,40 @@ def test_demo_takes_no_base_url():
     assert "base_url" in problem.message
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_base_url_with_userinfo_and_an_api_key_is_a_problem(kind):
+    text = yaml_text(f"""
+        providers:
+          - name: up
+            kind: {kind}
+            base_url: https://user:secret-pass@llm.example/v1
+            api_key: sk-abc
+    """)
+    problem = only_problem(text)
+    assert problem.path == "providers[0].base_url"
+    assert problem.line == line_of(text, "base_url")
+    assert "api_key" in problem.message and "user:password@" in problem.message
+    assert "secret-pass" not in str(problem)  # the problem never echoes the credential
+
+
+def test_base_url_with_userinfo_and_an_authorization_header_is_a_problem():
+    text = yaml_text("""
+        providers:
+          - name: up
+            kind: openai
+            base_url: https://user:pass@llm.example/v1
+            headers: {Authorization: Token xyz}
+    """)
+    problem = only_problem(text)
+    assert problem.path == "providers[0].headers.Authorization"
+    assert problem.line == line_of(text, "headers")
+
+
+def test_base_url_with_userinfo_alone_is_fine():
+    config = parse_config("providers:\n  - {name: up, kind: openai, base_url: 'https://u:p@llm.example/v1'}\n")
+    assert config.providers["up"].base_url == "https://u:p@llm.example/v1"
+
+
 def test_duplicate_provider_names():
     text = yaml_text("""
         providers:
