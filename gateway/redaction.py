@@ -36,12 +36,21 @@ REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 8  # shorter values from a variable (a region, a flag) are configuration, not secrets
 _CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE)
 _KEY_SHAPES = (r"sk-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{10,}|nvapi-[A-Za-z0-9_\-]{10,}"
-               r"|pplx-[A-Za-z0-9]{10,}|Bearer\s+\S+"
+               r"|pplx-[A-Za-z0-9]{10,}|Bearer(?:\s|\\x[0-9a-fA-F]{2})+\S+"  # also a repr'd bad byte: Bearer\x01key
                # base64 credentials; a digit, + / =, or an inner capital tells them from "Basic authentication"
                r"|Basic\s+(?=[A-Za-z0-9+/]*(?:[0-9+/=]|(?<=[A-Za-z0-9+/])[A-Z]))[A-Za-z0-9+/]{8,}={0,2}")
 KEY_SHAPES = re.compile(_KEY_SHAPES)
 # Text from a provider may also hold a key in a URL's query (Gemini's ?key=).
 _CLIENT_KEY_SHAPES = re.compile(_KEY_SHAPES + r"|key=[^&\s\"']+")
+# A credential header written out ("Authorization: <value>", as aiohttp shows a request line it refused):
+# the value up to the end of the line, a quote or a ';'.
+_CREDENTIAL_HEADER_LINE = re.compile(
+    r"(?<![A-Za-z0-9-])((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|cookie)"
+    r"(\s*:|\\x[0-9a-fA-F]{2})[^'\";\r\n]*", re.IGNORECASE)
+
+
+def _shapes(pattern: re.Pattern[str], text: str) -> str:
+    return pattern.sub(REDACTED, _CREDENTIAL_HEADER_LINE.sub(rf"\1\2 {REDACTED}", text))
 
 
 def header_secrets(name: str, value: str, from_env: bool = False) -> list[str]:
@@ -140,12 +149,12 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if secret:
             text = text.replace(secret, REDACTED)
-    return _CLIENT_KEY_SHAPES.sub(REDACTED, CONFIGURED.redact(text))
+    return _shapes(_CLIENT_KEY_SHAPES, CONFIGURED.redact(text))
 
 
 def redact_log(text: str) -> str:
     """The configured secrets and key shapes ('key=' is left alone: the request line logs 'key=<key id>')."""
-    return KEY_SHAPES.sub(REDACTED, CONFIGURED.redact(text))
+    return _shapes(KEY_SHAPES, CONFIGURED.redact(text))
 
 
 # ---------------------------------------------------------------------------------------------- logs

@@ -3,16 +3,21 @@ stream error event, never show a configured secret to the client, and no log lin
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import string
 
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from gateway.redaction import configured_secrets, url_secrets
+from gateway.redaction import CONFIGURED, REDACTED, configured_secrets, redact, redact_configured, redact_log, \
+    url_secrets
 from tests.test_keys import digest
 
 PROVIDER_KEY = "plainkey-PROVIDERSECRET-0001"  # not shaped like any known key: only configuration finds it
@@ -226,3 +231,39 @@ def test_url_secrets_decode_percent_escapes():
     assert {"p@ss/word", "p%40ss%2Fword", "u%3Ame:p%40ss%2Fword"} <= set(
         url_secrets("https://u%3Ame:p%40ss%2Fword@host/v1"))
     assert url_secrets("https://host/v1?alt=sse") == []
+
+
+@pytest.mark.parametrize("line", [
+    b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\x01",
+    b"Authorization: Bearer\x01" + CLIENT_KEY.encode(),
+    b"Authorization:\x00Bearer " + CLIENT_KEY.encode(),
+], ids=["after", "in the scheme", "after the colon"])
+async def test_a_bad_byte_in_the_authorization_line_never_puts_the_key_in_the_log(gateway, caplog, line):
+    """aiohttp logs the request line it refused, with its traceback: the key in it is redacted."""
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection(gateway.server.host, gateway.server.port)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + line + b"\r\nContent-Length: 0\r\n\r\n")
+        async with asyncio.timeout(10):
+            assert (await reader.read()).startswith(b"HTTP/1.")
+    finally:
+        writer.close()
+    assert caplog.records
+    assert "CLIENTSECRET" not in caplog.text
+
+
+SECRET_TEXT = st.text(st.sampled_from(string.ascii_letters + string.digits + "-_."), min_size=8, max_size=40).filter(
+    lambda s: s not in REDACTED)
+
+
+@settings(max_examples=200, deadline=None)
+@given(secrets=st.lists(SECRET_TEXT, min_size=1, max_size=4), pieces=st.lists(st.text(max_size=30), max_size=6))
+def test_no_configured_secret_survives_redaction_whatever_surrounds_it(secrets, pieces):
+    text = "".join(piece + secret for piece, secret in zip(pieces + [""] * len(secrets), secrets * 2))
+    number = CONFIGURED.add(secrets)
+    try:
+        for clean in (redact_log(text), redact(text), redact_configured(text)):
+            for secret in secrets:
+                assert secret not in clean
+    finally:
+        CONFIGURED.remove(number)
