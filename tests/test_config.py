@@ -411,6 +411,17 @@ def test_base_url_with_userinfo_and_an_api_key_is_a_problem(kind):
     assert "secret-pass" not in str(problem)  # the problem never echoes the credential
 
 
+def test_gateway_check_refuses_userinfo_with_an_api_key_and_names_the_line(tmp_path):
+    path = tmp_path / "userinfo.yaml"
+    path.write_text("providers:\n  - name: up\n    kind: openai\n"
+                    "    base_url: https://user:secret-pass@llm.example/v1\n    api_key: sk-abc\n")
+    result = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(path)], capture_output=True,
+                            text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 1
+    assert f"{path}: line 4: providers[0].base_url: carries credentials" in result.stderr
+    assert "secret-pass" not in result.stderr + result.stdout
+
+
 def test_base_url_with_userinfo_and_an_authorization_header_is_a_problem():
     text = yaml_text("""
         providers:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections import defaultdict
 
@@ -36,6 +37,7 @@ SLOT_TTL = 30.0  # seconds a stream slot outlives the last refresh of the instan
 TIMEOUT = 1.0  # seconds for a Redis connect or reply: a hung Redis must not hang requests
 POOL_SIZE = 50  # connections to Redis per instance
 POOL_WAIT = 2.0  # seconds a request waits for one of them before a 503 limits_busy
+BUSY_LOG_INTERVAL = 10.0  # seconds between two "busy" log lines
 
 _CLOCK_AND_BUCKETS = """
 local time = redis.call('TIME')
@@ -127,7 +129,8 @@ class RedisLimits(LimitBackend):
         self.held: dict[str, set[str]] = defaultdict(set)  # slot set -> slot ids this instance holds
         self._refresher: asyncio.Task | None = None
         self._failing = False
-        self._busy = False
+        self._gave_up: dict[str, int] = defaultdict(int)  # calls that found no connection, since the last line
+        self._busy_logged_at = -BUSY_LOG_INTERVAL
         self.pool_wait = pool_wait
         # The pool never waits itself (the permits come first), but a wait beats MaxConnectionsError.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -228,13 +231,16 @@ class RedisLimits(LimitBackend):
             async with asyncio.timeout(self.pool_wait):
                 await self._permits.acquire()
         except TimeoutError:
-            if not self._busy:  # one line per busy spell
-                self._busy = True
-                log.warning("limit backend redis busy: a %s waited %.1f s for one of its %d connections; requests "
-                            "are refused with 503 limits_busy until one frees up (raise limits.redis_pool_size)",
-                            operation, self.pool_wait, self._permits_total)
+            self._gave_up[operation] += 1
+            now = time.monotonic()
+            if now - self._busy_logged_at >= BUSY_LOG_INTERVAL:  # a line per interval, not one per request
+                self._busy_logged_at = now
+                counts = ", ".join(f"{n} {op}" for op, n in sorted(self._gave_up.items()))
+                self._gave_up.clear()
+                log.warning("limit backend redis busy: waited %.1f s for one of its %d connections and gave up "
+                            "(%s); admissions are refused with 503 limits_busy meanwhile (limits.redis_pool_size)",
+                            self.pool_wait, self._permits_total, counts)
             return False
-        self._busy = False
         return True
 
     def _failed(self, operation: str, exc: BaseException) -> None:
