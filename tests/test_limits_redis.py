@@ -425,7 +425,7 @@ async def test_a_burst_larger_than_the_pool_waits_for_a_connection_and_counts_ex
 
 async def test_no_connection_within_the_pool_wait_is_a_503_limits_busy_even_when_failing_open(caplog):
     """A Redis that is slow to answer holds the only connection: the next admission waits pool_wait, then is
-    refused (never let through uncounted); the one waiting on Redis follows on_backend_error."""
+    refused (never let through uncounted); the one waiting on Redis, when Redis goes, follows on_backend_error."""
     got_command = asyncio.Event()
     peers: list[asyncio.StreamWriter] = []
 
@@ -449,7 +449,10 @@ async def test_no_connection_within_the_pool_wait_is_a_503_limits_busy_even_when
                                                                             "service_unavailable")
             assert busy.value.headers["Retry-After"] == "1"
             assert "limit backend redis busy" in caplog.text
-            assert not (await first).counted  # Redis never answered: that one is an outage
+            server.close()  # Redis goes away: the admission waiting on it fails at once
+            for writer in peers:
+                writer.close()
+            assert not (await first).counted  # and follows on_backend_error: an outage
     finally:
         await backend.close()
         for writer in peers:
