@@ -87,8 +87,8 @@ providers:
     kind: openai
     base_url: {echo_url}/v1
     api_key: {PROVIDER_KEY}
-    headers: {{api-key: "${{TEST_SECRETS_HEADER}}", X-Custom-Token: {CUSTOM_TOKEN}, X-Tenant: "${{TEST_SECRETS_TENANT}}",
-               anthropic-version: "2023-06-01"}}
+    headers: {{api-key: "${{TEST_SECRETS_HEADER}}", X-Custom-Token: {CUSTOM_TOKEN},
+               X-Tenant: "${{TEST_SECRETS_TENANT}}", anthropic-version: "2023-06-01"}}
     retry: {{attempts: 1}}
   - name: scheme
     kind: openai
