@@ -6,7 +6,9 @@ credential (authorization, api-key, x-auth-token, cookie...: any length) or whos
 `Bearer `; the userinfo of a URL (a provider's base_url, limits.url, moderation.service.url: the
 password, the user when there is no password or it is long, and the Basic credentials aiohttp makes of
 them), and in those URLs the value of a query parameter named like a credential. On top of those, text
-shaped like a key (sk-..., AIza..., Bearer ..., Basic ...) is redacted too.
+shaped like a key (sk-..., AIza..., Bearer ..., Basic ...) and the value of a credential header written
+out (`Authorization: ...`, as aiohttp logs a request line it refused) are redacted too. A value shorter
+than SHORTEST_SECRET is never searched for: it would garble every message, and guards nothing.
 
 Every running application registers its configured secrets here (`redacting_logs`, from create_app):
 error bodies sent to clients are redacted against them, and a log record factory redacts them, and key
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 REDACTED = "[redacted]"
 MIN_SECRET_CHARS = 8  # shorter values from a variable (a region, a flag) are configuration, not secrets
+SHORTEST_SECRET = 4
 _CREDENTIAL_NAME = re.compile(r"auth|key|token|secret|passw|cookie|session|signature|credential", re.IGNORECASE)
 _KEY_SHAPES = (r"sk-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{10,}|nvapi-[A-Za-z0-9_\-]{10,}"
                r"|pplx-[A-Za-z0-9]{10,}|Bearer(?:\s|\\x[0-9a-fA-F]{2})+\S+"  # also a repr'd bad byte: Bearer\x01key
@@ -128,7 +131,8 @@ class _Registry:
             return not self._sets
 
     def _compile(self) -> None:
-        secrets = sorted({s for group in self._sets.values() for s in group if s}, key=len, reverse=True)
+        secrets = sorted({s for group in self._sets.values() for s in group if len(s) >= SHORTEST_SECRET},
+                         key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, secrets))) if secrets else None
 
     def redact(self, text: str) -> str:
@@ -147,7 +151,7 @@ def redact_configured(text: str) -> str:
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     """Removes known secrets and anything shaped like an API key from a provider's text shown to clients."""
     for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
+        if len(secret) >= SHORTEST_SECRET:
             text = text.replace(secret, REDACTED)
     return _shapes(_CLIENT_KEY_SHAPES, CONFIGURED.redact(text))
 
