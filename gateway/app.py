@@ -16,6 +16,7 @@ from .health import Health
 from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .limits import setup_limits
 from .metrics import setup_metrics
+from .redaction import redacting_logs
 from .routes import error_response, setup_routes
 
 log = logging.getLogger("gateway")
@@ -76,6 +77,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight()
     app[HEALTH] = Health()
+    app.cleanup_ctx.append(redacting_logs(config))  # first in, last out: covers every other start and stop
     app.cleanup_ctx.append(_client_session)
     app.on_shutdown.append(_end_in_flight_at_grace)
     app.on_cleanup.append(_stop_timer)

@@ -8,10 +8,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from .moderation import ACTIONS, DEFAULT_MASK, RuleError, RuleSet, regex_rule, term_rule
+from .redaction import header_secrets, url_secrets
 
 KINDS = ("openai", "anthropic", "gemini", "demo")
 MIDDLEWARES = ("normalize", "ratelimit", "moderate")
@@ -62,6 +64,7 @@ class ProviderConfig:
     on_malformed: str = "skip"  # skip | error: what a malformed event in the stream does
     missing_env: tuple[str, ...] = ()  # variables that were unset: the provider is disabled
     key_vars: tuple[str, ...] = ()  # the variables api_key is read from, named in errors
+    env_headers: tuple[str, ...] = ()  # the headers whose value is read from a variable
 
     @property
     def enabled(self) -> bool:
@@ -69,7 +72,13 @@ class ProviderConfig:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self.api_key,) if self.api_key else ()
+        """What is never shown: the api_key, secret header values, the base_url's credentials
+        (gateway/redaction.py says which)."""
+        found = [self.api_key] if self.api_key else []
+        for name, value in self.headers.items():
+            found += header_secrets(name, value, name in self.env_headers)
+        found += url_secrets(self.base_url)
+        return tuple(dict.fromkeys(found))
 
 
 @dataclass
@@ -129,6 +138,8 @@ class LimitsConfig:
     backend: str = "memory"  # memory | redis
     url: str = "redis://127.0.0.1:6379/0"
     on_backend_error: str = "open"  # open: admit without limits while the backend fails; closed: 503
+    redis_pool_size: int = 50  # connections to Redis per instance; a burst beyond them waits for one
+    redis_pool_wait: float = 2.0  # seconds a request waits for a connection before a 503 limits_busy
 
 
 @dataclass
@@ -481,6 +492,7 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
             ld.problem(f"{path}.headers", "must map header names to strings")
         else:
             provider.headers = {k: _expand(x, missing) for k, x in headers.items()}
+            provider.env_headers = tuple(k for k, x in headers.items() if _VAR.search(x))
     if "stream_options" in raw:
         if not isinstance(raw["stream_options"], bool):
             ld.problem(f"{path}.stream_options", "must be true or false")
@@ -515,8 +527,23 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
             ld.problem(f"{path}.on_malformed", "must be skip or error")
         else:
             provider.on_malformed = raw["on_malformed"]
+    if _has_userinfo(provider.base_url):  # aiohttp sends user:password@ as Basic auth
+        if provider.api_key is not None or raw.get("api_key"):
+            ld.problem(f"{path}.base_url", "carries credentials (user:password@) and api_key is set too: give the "
+                       "provider one credential, in api_key or in the url")
+        for name in provider.headers:
+            if name.lower() == "authorization":
+                ld.problem(f"{path}.headers.{name}", "an Authorization header and credentials in base_url "
+                           "(user:password@) cannot both be sent: keep one")
     provider.missing_env = tuple(dict.fromkeys(missing))
     return provider
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:
+        return False
 
 
 def is_loopback(host: str) -> bool:
@@ -605,7 +632,7 @@ def _client_key(v: _Validator, raw: Any, path: str) -> ClientKey | None:
 
 def _limits(v: _Validator, raw: Any) -> LimitsConfig:
     ld = v.ld
-    raw = v.mapping(raw, "limits", ("backend", "url", "on_backend_error"))
+    raw = v.mapping(raw, "limits", ("backend", "url", "on_backend_error", "redis_pool_size", "redis_pool_wait"))
     backend = raw.get("backend", "memory")
     if backend not in ("memory", "redis"):
         ld.problem("limits.backend", "must be memory or redis")
@@ -624,7 +651,16 @@ def _limits(v: _Validator, raw: Any) -> LimitsConfig:
             ld.problem("limits.url", "must start with redis://, rediss:// or unix://")
         if backend != "redis":
             ld.problem("limits.url", "only the redis backend takes a url")
-    return LimitsConfig(backend, url, on_error)
+    pool: dict[str, Any] = {}
+    for name in ("redis_pool_size", "redis_pool_wait"):
+        if name in raw:
+            if backend != "redis":
+                ld.problem(f"limits.{name}", f"only the redis backend takes {name}")
+            number = v.number(raw[name], f"limits.{name}", 1 if name == "redis_pool_size" else 0,
+                              integer=name == "redis_pool_size", exclusive=name == "redis_pool_wait")
+            if number is not None:
+                pool[name] = number if name == "redis_pool_size" else float(number)
+    return LimitsConfig(backend, url, on_error, **pool)
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import orjson
 
-# Key-looking tokens that providers sometimes echo back in their error text.
-_SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{20,}|gsk_[A-Za-z0-9]{10,}|nvapi-[A-Za-z0-9_\-]{10,}"
-    r"|pplx-[A-Za-z0-9]{10,}|Bearer\s+\S+|key=[^&\s\"']+)"
-)
+from .redaction import redact, redact_configured  # noqa: F401 - redact: providers' text shown to clients
 
 
 class GatewayError(Exception):
@@ -35,7 +29,9 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def to_dict(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        # The last guard: no configured secret leaves in an error, whichever path built the message.
+        return {"error": {"message": redact_configured(self.message), "type": self.type, "param": self.param,
+                          "code": self.code}}
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
@@ -43,14 +39,6 @@ class GatewayError(Exception):
 
 def invalid_param(param: str | None, message: str, code: str = "invalid_value") -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Removes known secrets and anything shaped like an API key from text shown to clients or logs."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _SECRET_PATTERNS.sub("[redacted]", text)
 
 
 # Upstream failures that ended a stream, each with its own client-facing code.

@@ -395,6 +395,51 @@ def test_demo_takes_no_base_url():
     assert "base_url" in problem.message
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "gemini"])
+def test_base_url_with_userinfo_and_an_api_key_is_a_problem(kind):
+    text = yaml_text(f"""
+        providers:
+          - name: up
+            kind: {kind}
+            base_url: https://user:secret-pass@llm.example/v1
+            api_key: sk-abc
+    """)
+    problem = only_problem(text)
+    assert problem.path == "providers[0].base_url"
+    assert problem.line == line_of(text, "base_url")
+    assert "api_key" in problem.message and "user:password@" in problem.message
+    assert "secret-pass" not in str(problem)  # the problem never echoes the credential
+
+
+def test_gateway_check_refuses_userinfo_with_an_api_key_and_names_the_line(tmp_path):
+    path = tmp_path / "userinfo.yaml"
+    path.write_text("providers:\n  - name: up\n    kind: openai\n"
+                    "    base_url: https://user:secret-pass@llm.example/v1\n    api_key: sk-abc\n")
+    result = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(path)], capture_output=True,
+                            text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 1
+    assert f"{path}: line 4: providers[0].base_url: carries credentials" in result.stderr
+    assert "secret-pass" not in result.stderr + result.stdout
+
+
+def test_base_url_with_userinfo_and_an_authorization_header_is_a_problem():
+    text = yaml_text("""
+        providers:
+          - name: up
+            kind: openai
+            base_url: https://user:pass@llm.example/v1
+            headers: {Authorization: Token xyz}
+    """)
+    problem = only_problem(text)
+    assert problem.path == "providers[0].headers.Authorization"
+    assert problem.line == line_of(text, "headers")
+
+
+def test_base_url_with_userinfo_alone_is_fine():
+    config = parse_config("providers:\n  - {name: up, kind: openai, base_url: 'https://u:p@llm.example/v1'}\n")
+    assert config.providers["up"].base_url == "https://u:p@llm.example/v1"
+
+
 def test_duplicate_provider_names():
     text = yaml_text("""
         providers:

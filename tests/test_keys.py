@@ -339,6 +339,12 @@ def test_keys_serve_anywhere():
     assert not config.open_access
     assert (config.limits.backend, config.limits.url, config.limits.on_backend_error) == (
         "redis", "redis://127.0.0.1:6390/1", "closed")
+    assert (config.limits.redis_pool_size, config.limits.redis_pool_wait) == (50, 2.0)  # the defaults
+
+
+def test_the_redis_pool_is_sized_from_the_config():
+    config = parse_config(f"{PROVIDERS}limits: {{backend: redis, redis_pool_size: 8, redis_pool_wait: 0.5}}\n")
+    assert (config.limits.redis_pool_size, config.limits.redis_pool_wait) == (8, 0.5)
 
 
 def test_auth_keys_without_keys_is_a_problem():
@@ -389,6 +395,10 @@ def test_limits_without_the_ratelimit_middleware_are_a_problem():
     ("{url: 'redis://x'}", "limits.url"),
     ("{backend: redis, url: '${SURELY_UNSET_REDIS_URL}'}", "limits.url"),
     ("{size: 1}", "limits.size"),
+    ("{backend: redis, redis_pool_size: 0}", "limits.redis_pool_size"),
+    ("{backend: redis, redis_pool_size: 2.5}", "limits.redis_pool_size"),
+    ("{backend: redis, redis_pool_wait: 0}", "limits.redis_pool_wait"),
+    ("{redis_pool_size: 10}", "limits.redis_pool_size"),
 ])
 def test_bad_limits_section(limits, path):
     problems = config_problems(f"{PROVIDERS}limits: {limits}\n")

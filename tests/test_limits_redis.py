@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from gateway.app import create_app
 from gateway.config import ClientKey, KeyLimits, parse_config
 from gateway.errors import GatewayError
-from gateway.limits import LIMITER
+from gateway.limits import LIMITER, Admission
 from gateway.limits.redis_backend import RedisLimits
 from gateway.metrics import Metrics
 from tests.conftest import gateway_yaml
@@ -338,3 +338,124 @@ async def test_a_redis_that_comes_back_is_used_again(redis_server, caplog):
         assert "limit backend redis answers again" in caplog.text
     finally:
         await backend.close()
+
+
+# ---------------------------------------------------------------------------------------------- bursts
+
+BURST = 250
+BURSTY = "gwk-bursty-0123456789abcdef"
+
+
+def burst_yaml(url: str, limits: str) -> str:
+    return f"""
+keys:
+  - {{id: bursty, sha256: {digest(BURSTY)}, limits: {limits}}}
+limits: {{backend: redis, url: "{url}", on_backend_error: open}}
+"""
+
+
+async def burst(upstream, url: str, limits: str, aiohttp_server, body: dict):
+    """BURST requests at once, alternating between two gateway instances that share one Redis, each over
+    its own connection (no client-side pool cap), so that the admissions really are concurrent."""
+    config = parse_config(gateway_yaml(upstream.url, extra=burst_yaml(url, limits)), "test.yaml")
+    instances = [await aiohttp_server(create_app(config)) for _ in range(2)]
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    urls = [str(instance.make_url("/v1/chat/completions")) for instance in instances]
+    async with asyncio.timeout(BOUND * 3):
+        responses = await asyncio.gather(*(session.post(urls[i % 2], json=body, headers=bearer(BURSTY))
+                                           for i in range(BURST)))
+    return session, responses
+
+
+async def test_a_burst_over_two_instances_admits_exactly_requests_per_minute(redis_url, aiohttp_server, upstream):
+    upstream.default = Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), chat_chunk({}, "stop"))])
+    session, responses = await burst(upstream, redis_url, "{requests_per_minute: 30}", aiohttp_server, CHAT)
+    try:
+        statuses = sorted(response.status for response in responses)
+        assert statuses.count(200) == 30 and statuses.count(429) == BURST - 30, statuses
+        assert len(upstream.received) == 30
+    finally:
+        for response in responses:
+            response.release()
+        await session.close()
+
+
+async def test_a_burst_over_two_instances_admits_exactly_concurrent_streams(redis_url, aiohttp_server, upstream,
+                                                                            redis):
+    release = asyncio.Event()
+    upstream.default = Reply(steps=[sse(ROLE, chat_chunk({"content": "Hi"}), done=False), Wait(release),
+                                    sse(chat_chunk({}, "stop"))])
+    session, responses = await burst(upstream, redis_url, "{concurrent_streams: 3}", aiohttp_server, STREAM)
+    try:
+        held = [response for response in responses if response.status == 200]
+        assert len(held) == 3, sorted(response.status for response in responses)
+        assert sum(response.status == 429 for response in responses) == BURST - 3
+        assert len(upstream.received) == 3
+        assert await redis.zcard("gateway:limits:{bursty}:streams") == 3
+        release.set()
+        async with asyncio.timeout(BOUND):
+            for response in held:
+                assert (await response.read()).endswith(b"data: [DONE]\n\n")
+    finally:
+        release.set()
+        for response in responses:
+            response.release()
+        await session.close()
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_a_connection_and_counts_exactly(redis_url):
+    """Pool exhaustion is back-pressure: 250 admissions through 2 connections, none let through uncounted."""
+    key = ClientKey("bursty", "0" * 64, limits=KeyLimits(requests_per_minute=30))
+    backends = [RedisLimits(Metrics(), redis_url, pool_size=2, pool_wait=BOUND) for _ in range(2)]
+    try:
+        async with asyncio.timeout(BOUND * 2):
+            outcomes = await asyncio.gather(*(backends[i % 2].admit(key, 1) for i in range(BURST)),
+                                            return_exceptions=True)
+        admitted = [outcome for outcome in outcomes if isinstance(outcome, Admission)]
+        assert len(admitted) == 30 and all(admission.counted for admission in admitted)
+        refused = [outcome for outcome in outcomes if isinstance(outcome, GatewayError)]
+        assert len(refused) == BURST - 30 and {error.type for error in refused} == {"requests_per_minute"}
+        for backend in backends:
+            pool = backend.client.connection_pool
+            assert pool.max_connections == 2
+    finally:
+        for backend in backends:
+            await backend.close()
+
+
+async def test_no_connection_within_the_pool_wait_is_a_503_limits_busy_even_when_failing_open(caplog):
+    """A Redis that is slow to answer holds the only connection: the next admission waits pool_wait, then is
+    refused (never let through uncounted); the one waiting on Redis, when Redis goes, follows on_backend_error."""
+    got_command = asyncio.Event()
+    peers: list[asyncio.StreamWriter] = []
+
+    async def silent_redis(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer)
+        await reader.read(1)
+        got_command.set()
+        await reader.read()  # never answers
+
+    server = await asyncio.start_server(silent_redis, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    backend = RedisLimits(Metrics(), f"redis://127.0.0.1:{port}/0", "open", pool_size=1, pool_wait=0.05)
+    key = ClientKey("bursty", "0" * 64, limits=KeyLimits(requests_per_minute=30))
+    try:
+        async with asyncio.timeout(BOUND):
+            first = asyncio.create_task(backend.admit(key, 1))
+            await got_command.wait()  # the first admission holds the only connection
+            with pytest.raises(GatewayError) as busy:
+                await backend.admit(key, 1)
+            assert (busy.value.status, busy.value.code, busy.value.type) == (503, "limits_busy",
+                                                                            "service_unavailable")
+            assert busy.value.headers["Retry-After"] == "1"
+            assert "limit backend redis busy" in caplog.text
+            server.close()  # Redis goes away: the admission waiting on it fails at once
+            for writer in peers:
+                writer.close()
+            assert not (await first).counted  # and follows on_backend_error: an outage
+    finally:
+        await backend.close()
+        for writer in peers:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -22,7 +22,8 @@ def create_limiter(config: Config, metrics: Metrics) -> LimitBackend:
     if limits.backend == "redis":
         from .redis_backend import RedisLimits
 
-        return RedisLimits(metrics, limits.url, limits.on_backend_error)
+        return RedisLimits(metrics, limits.url, limits.on_backend_error, pool_size=limits.redis_pool_size,
+                           pool_wait=limits.redis_pool_wait)
     return MemoryLimits(metrics, limits.on_backend_error)
 
 

@@ -24,6 +24,7 @@ log = logging.getLogger("gateway.limits")
 
 WINDOW = 60.0  # seconds: every budget is per minute
 STREAMS_RETRY_AFTER = 1  # seconds: when a stream slot frees up cannot be known
+BUSY_RETRY_AFTER = 1  # seconds: a busy limit backend frees a connection within milliseconds
 
 
 @dataclass(frozen=True)
@@ -124,3 +125,10 @@ def backend_unavailable() -> GatewayError:
     """on_backend_error: closed, while the backend fails."""
     return GatewayError(503, "rate limits cannot be checked right now (the limit backend is unreachable): "
                         "retry the request", type="service_unavailable", code="limits_unavailable")
+
+
+def limits_busy() -> GatewayError:
+    """The limit backend answers but every connection to it is taken: back-pressure, never uncounted."""
+    return GatewayError(503, "rate limits cannot be checked right now (every connection to the limit backend is "
+                        "busy): retry the request", type="service_unavailable", code="limits_busy",
+                        headers={"Retry-After": str(BUSY_RETRY_AFTER)})

@@ -7,6 +7,11 @@ expires SLOT_TTL seconds after its last refresh: each instance refreshes every s
 pipelined round trip every SLOT_TTL / 3 seconds, so the slots of an instance that dies free up on
 their own. A slot whose admission was cancelled mid-call (the client left) is not known locally and
 frees up the same way.
+
+Every call to Redis first takes one of `pool_size` permits, one per pooled connection, so that a burst
+waits for a connection (back-pressure) instead of exhausting the pool. A request that cannot get one
+within `pool_wait` seconds is refused with a 503 `limits_busy`, whatever on_backend_error says: Redis is
+answering, it is only busy, and letting the request through uncounted would break the limit.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections import defaultdict
 
@@ -23,12 +29,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..config import ClientKey
-from .base import Admission, Budget, LimitBackend, backend_unavailable, budget_headers
+from .base import Admission, Budget, LimitBackend, backend_unavailable, budget_headers, limits_busy
 
 log = logging.getLogger("gateway.limits")
 
 SLOT_TTL = 30.0  # seconds a stream slot outlives the last refresh of the instance holding it
 TIMEOUT = 1.0  # seconds for a Redis connect or reply: a hung Redis must not hang requests
+POOL_SIZE = 50  # connections to Redis per instance
+POOL_WAIT = 2.0  # seconds a request waits for one of them before a 503 limits_busy
+BUSY_LOG_INTERVAL = 10.0  # seconds between two "busy" log lines
 
 _CLOCK_AND_BUCKETS = """
 local time = redis.call('TIME')
@@ -110,7 +119,8 @@ def _keys(key_id: str) -> tuple[str, str, str]:
 class RedisLimits(LimitBackend):
     name = "redis"
 
-    def __init__(self, metrics, url: str, on_backend_error: str = "open", *, slot_ttl: float = SLOT_TTL) -> None:
+    def __init__(self, metrics, url: str, on_backend_error: str = "open", *, slot_ttl: float = SLOT_TTL,
+                 pool_size: int = POOL_SIZE, pool_wait: float = POOL_WAIT) -> None:
         super().__init__(metrics, on_backend_error)
         self.url = url
         self.slot_ttl_ms = max(1, round(slot_ttl * 1000))
@@ -119,8 +129,16 @@ class RedisLimits(LimitBackend):
         self.held: dict[str, set[str]] = defaultdict(set)  # slot set -> slot ids this instance holds
         self._refresher: asyncio.Task | None = None
         self._failing = False
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT,
-                                              retry=Retry(NoBackoff(), 1))  # one retry: a stale pooled socket
+        self._gave_up: dict[str, int] = defaultdict(int)  # calls that found no connection, since the last line
+        self._busy_logged_at = -BUSY_LOG_INTERVAL
+        self.pool_wait = pool_wait
+        # The pool never waits itself (the permits come first), but a wait beats MaxConnectionsError.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=pool_wait, socket_connect_timeout=TIMEOUT,
+            socket_timeout=TIMEOUT, retry=Retry(NoBackoff(), 1))  # one retry: a stale pooled socket
+        self._permits_total = pool.max_connections  # the url's ?max_connections= wins
+        self._permits = asyncio.Semaphore(self._permits_total)
+        self.client = aioredis.Redis.from_pool(pool)
         self._admit = self.client.register_script(_ADMIT)
         self._settle = self.client.register_script(_SETTLE)
         self._refresh = self.client.register_script(_REFRESH)
@@ -138,6 +156,8 @@ class RedisLimits(LimitBackend):
         limits = key.limits
         requests_key, tokens_key, streams_key = _keys(key.id)
         slot = f"{self.instance}:{next(self._numbers)}" if limits.concurrent_streams else None
+        if not await self._permit("admit"):
+            raise limits_busy()
         try:
             refused, requests_level, tokens_level = await self._admit(
                 keys=(requests_key, tokens_key, streams_key),
@@ -148,6 +168,8 @@ class RedisLimits(LimitBackend):
             if self.on_backend_error == "closed":
                 raise backend_unavailable() from None
             return Admission(key, tokens, counted=False)  # open: let it through uncounted
+        finally:
+            self._permits.release()
         self._recovered()
         requests = Budget(limits.requests_per_minute, float(requests_level)) if limits.requests_per_minute else None
         token_budget = Budget(limits.tokens_per_minute, float(tokens_level)) if limits.tokens_per_minute else None
@@ -173,22 +195,27 @@ class RedisLimits(LimitBackend):
         tpm = key.limits.tokens_per_minute or 0
         if admission.slot is None and (not tpm or not correction):
             return
+        if not await self._permit("settle"):
+            return  # the slot expires on its own; the token correction is lost
         try:
             await self._settle(keys=(tokens_key, streams_key), args=(tpm, correction, admission.slot or ""))
         except (RedisError, OSError) as exc:
             self._failed("settle", exc)
         else:
             self._recovered()
+        finally:
+            self._permits.release()
 
     async def refresh(self) -> None:
         """Pushes back the expiry of every slot this instance holds, in one round trip."""
         held = [(streams_key, tuple(slots)) for streams_key, slots in self.held.items()]
         if not held:
             return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for streams_key, slots in held:
-                await self._refresh(keys=(streams_key,), args=(self.slot_ttl_ms, *slots), client=pipe)
-            await pipe.execute()
+        async with self._permits:  # no bound: slots must be refreshed before they expire, requests can wait
+            async with self.client.pipeline(transaction=False) as pipe:
+                for streams_key, slots in held:
+                    await self._refresh(keys=(streams_key,), args=(self.slot_ttl_ms, *slots), client=pipe)
+                await pipe.execute()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -197,6 +224,24 @@ class RedisLimits(LimitBackend):
                 await self.refresh()
             except (RedisError, OSError) as exc:
                 self._failed("refresh", exc)
+
+    async def _permit(self, operation: str) -> bool:
+        """One of the pool's connections, waited for at most pool_wait seconds; False when none came."""
+        try:
+            async with asyncio.timeout(self.pool_wait):
+                await self._permits.acquire()
+        except TimeoutError:
+            self._gave_up[operation] += 1
+            now = time.monotonic()
+            if now - self._busy_logged_at >= BUSY_LOG_INTERVAL:  # a line per interval, not one per request
+                self._busy_logged_at = now
+                counts = ", ".join(f"{n} {op}" for op, n in sorted(self._gave_up.items()))
+                self._gave_up.clear()
+                log.warning("limit backend redis busy: waited %.1f s for one of its %d connections and gave up "
+                            "(%s); admissions are refused with 503 limits_busy meanwhile (limits.redis_pool_size)",
+                            self.pool_wait, self._permits_total, counts)
+            return False
+        return True
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self.metrics.limit_backend_errors.labels(self.name, operation, self.on_backend_error).inc()
