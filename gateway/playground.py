@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from .config import ServerConfig
 
 STATIC = Path(__file__).resolve().parent / "static"
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _ASSET_LINK = re.compile(r'((?:src|href)="/playground/)([\w.\-]+)(")')
@@ -38,7 +38,7 @@ def _asset(path: Path, body: bytes | None = None) -> Asset:
 
 def load_assets(folder: Path = STATIC) -> tuple[Asset, dict[str, Asset]]:
     """The page, with each link to an asset carrying that asset's hash, and the assets by name."""
-    assets = {p.name: _asset(p) for p in folder.iterdir() if p.suffix in (".js", ".css")}
+    assets = {p.name: _asset(p) for p in folder.iterdir() if p.suffix in (".js", ".css", ".svg")}
 
     def versioned(match: re.Match) -> str:
         name = match.group(2)

@@ -44,7 +44,8 @@ async def test_assets_are_linked_by_hash_and_cached_for_good_under_that_name(pla
     gateway = await playground_gateway()
     html = await (await gateway.get("/")).text()
     links = re.findall(r'(?:src|href)="(/playground/[\w.]+\?v=[0-9a-f]+)"', html)
-    assert {link.split("?")[0] for link in links} == {"/playground/playground.js", "/playground/playground.css"}
+    assert {link.split("?")[0] for link in links} == {"/playground/playground.js", "/playground/playground.css",
+                                                          "/playground/favicon.svg"}
     for link in links:
         response = await gateway.get(link)
         assert response.status == 200

@@ -88,9 +88,10 @@ const painter = {
 
 function showStats(stats) {
   if (stats.firstAt !== null) els.ttft.textContent = `${Math.round(stats.firstAt - stats.startedAt)} ms`;
+  // The tokens after the first, over the time since the first: a rate once there is time to measure.
   const seconds = (stats.lastAt - stats.firstAt) / 1000;
   const tokens = stats.usage?.completion_tokens ?? stats.pieces; // pieces: an estimate until usage arrives
-  if (stats.firstAt !== null && seconds > 0) els.tps.textContent = (tokens / seconds).toFixed(1);
+  if (stats.firstAt !== null && seconds >= 0.05) els.tps.textContent = ((tokens - 1) / seconds).toFixed(1);
   if (stats.usage) {
     const { prompt_tokens: prompt, completion_tokens: completion, total_tokens: total } = stats.usage;
     els.usage.textContent = `${prompt} prompt + ${completion} completion = ${total} tokens`;
