@@ -59,3 +59,26 @@ def static_app(folder: Path, index: str = "index.html") -> web.Application:
     app.router.add_get("/", root)
     app.router.add_static("/", folder)
     return app
+
+
+REACT_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "react"
+
+
+def build_react_example(out: Path) -> Path:
+    """examples/react built with its one command (npm ci once per lockfile, then `npm run build`) into `out`."""
+    import hashlib
+    import subprocess
+
+    npm = shutil.which("npm")
+    require("npm", npm is not None and shutil.which("node") is not None)
+    stamp = REACT_EXAMPLE / "node_modules" / ".installed-from-lock"
+    lock = hashlib.sha256((REACT_EXAMPLE / "package-lock.json").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != lock:
+        installed = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=REACT_EXAMPLE, capture_output=True,
+                                   text=True, timeout=300)
+        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
+        stamp.write_text(lock)
+    built = subprocess.run([npm, "run", "build", "--", "--outDir", str(out), "--emptyOutDir"], cwd=REACT_EXAMPLE,
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, f"vite build failed:\n{built.stdout}\n{built.stderr}"
+    return out

@@ -1,4 +1,4 @@
-"""The playground and CORS in a real browser (headless Chromium, tests/browser.py).
+"""The playground, the React example and CORS in a real browser (headless Chromium, tests/browser.py).
 
 The fake upstream holds each token behind an asyncio.Event, so a test sees the page in each state of a
 stream (reasoning only, then more and more of the answer) before the stream ends, with no timing involved.
@@ -7,6 +7,7 @@ stream (reasoning only, then more and more of the answer) before the stream ends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 
 import pytest
@@ -14,7 +15,8 @@ import pytest_asyncio
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.browser import BOUND_MS, CHROMIUM_ARGS, require, require_chromium, serving, static_app
+from tests.browser import (BOUND_MS, CHROMIUM_ARGS, build_react_example, require, require_chromium, serving,
+                           static_app)
 from tests.fakes.upstream import RESET, FakeUpstream, Reply, Wait, chat_chunk, sse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -73,7 +75,7 @@ async def page(browser):
 
 
 async def text_is(page, selector: str, expected: str) -> str:
-    await page.wait_for_function("([selector, expected]) => document.querySelector(selector).textContent === expected",
+    await page.wait_for_function("([selector, expected]) => document.querySelector(selector)?.textContent === expected",
                                  arg=[selector, expected])
     return await page.text_content(selector)
 
@@ -216,3 +218,121 @@ async def test_cors_a_page_on_a_listed_origin_may_call_the_gateway_another_may_n
             assert "Failed to fetch" in answer.get("refused", ""), answer  # the browser refused it
             assert any("CORS" in problem for problem in page.problems), page.problems
 
+
+
+@pytest.fixture(scope="session")
+def react_dist(tmp_path_factory):
+    return build_react_example(tmp_path_factory.mktemp("react-dist"))
+
+
+@contextlib.asynccontextmanager
+async def react_chat(page, react_dist, fake_upstream):
+    """The built React example on its own origin, talking to a gateway that lets that origin in."""
+    async with serving(static_app(react_dist)) as origin:
+        config = config_yaml(fake_upstream.url, cors=f"{{origins: ['{origin}']}}")
+        async with serving(create_app(parse_config(config))) as gateway:
+            await page.goto(f"{origin}/?gateway={gateway}&model=up/gpt-4o-mini")
+            await page.wait_for_selector(".chat")
+            yield gateway
+
+
+async def chat_status(page, status: str) -> None:
+    await page.wait_for_selector(f".chat[data-status='{status}']")
+
+
+async def say(page, text: str) -> None:
+    await page.fill("textarea", text)
+    await page.click("button[type=submit]")
+
+
+def burst(pieces: int) -> Reply:
+    """A fast stream: every piece in one write, many of them in one frame."""
+    chunks = [chat_chunk({"role": "assistant", "content": ""})]
+    chunks += [chat_chunk({"content": f"t{i} "}) for i in range(pieces)] + [chat_chunk({}, "stop")]
+    return Reply(steps=[sse(*chunks)])
+
+
+async def test_react_chat_streams_tokens_batched_to_frames_with_a_typing_indicator(page, react_dist,
+                                                                                   fake_upstream, tmp_path):
+    gates = [asyncio.Event() for _ in range(4)]
+    fake_upstream.queue(gated_answer(gates), burst(300))
+    async with react_chat(page, react_dist, fake_upstream):
+        await say(page, PROMPT)
+        await chat_status(page, "waiting")
+        assert await page.is_visible(".typing")  # until the first token
+        gates[0].set()
+        await text_is(page, ".live .reasoning p", "Thinking it over.")
+        assert not await page.is_visible(".typing")
+        seen = [await page.text_content(".live") or ""]
+        for gate, expected in zip(gates[1:], ["Streams", "Streams arrive", "Streams arrive piece by piece."]):
+            gate.set()
+            seen.append(await text_is(page, ".turn.assistant:last-child .content", expected))
+        await chat_status(page, "done")
+        assert seen[1:] == ["Streams", "Streams arrive", "Streams arrive piece by piece."]
+        assert "Reasoning" in seen[0] and "Streams" not in seen[0]  # reasoning apart, before the answer
+        await page.screenshot(path=str(tmp_path / "react-chat.png"), full_page=True)
+
+        await say(page, "And fast?")
+        await chat_status(page, "done")
+        stats = await page.text_content(".stats")
+        pieces, paints = (int(word) for word in stats.split()[0:4:3])
+        assert pieces == 300
+        assert paints < pieces / 2, stats  # painted per animation frame, not per token
+        sent = fake_upstream.received[-1].body["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # the conversation goes along
+
+
+async def test_react_chat_stop_cancels_the_upstream_request(page, react_dist, fake_upstream):
+    gates = [asyncio.Event() for _ in range(4)]
+    fake_upstream.queue(gated_answer(gates))
+    async with react_chat(page, react_dist, fake_upstream):
+        await say(page, PROMPT)
+        gates[0].set()
+        gates[1].set()
+        await text_is(page, ".live .content", "Streams")
+        await page.click("text=Stop")
+        await chat_status(page, "stopped")
+        async with asyncio.timeout(BOUND):
+            await fake_upstream.cut_off_event.wait()
+        assert fake_upstream.cut_off == 1 and fake_upstream.completed == 0
+        assert await page.text_content(".turn.assistant .note") == "stopped"
+
+
+async def test_react_chat_mid_stream_error_then_retry(page, react_dist, fake_upstream, tmp_path):
+    gates = [asyncio.Event() for _ in range(2)]
+    fake_upstream.queue(gated_answer(gates, tail=[RESET]), burst(3))
+    for gate in gates:
+        gate.set()
+    async with react_chat(page, react_dist, fake_upstream):
+        await say(page, PROMPT)
+        await chat_status(page, "error")
+        assert "closed the connection" in await page.text_content(".error")
+        assert await page.text_content(".live .content") == "Streams"  # the partial answer, marked by the error
+        await page.screenshot(path=str(tmp_path / "react-error.png"))
+        await page.click("text=Retry")
+        await chat_status(page, "done")
+        assert await page.text_content(".turn.assistant:last-child .content") == "t0 t1 t2 "
+        first, retried = fake_upstream.received[-2:]
+        assert first.body["messages"] == retried.body["messages"] == [{"role": "user", "content": PROMPT}]
+
+
+async def test_react_chat_shows_tool_call_arguments_as_they_stream(page, react_dist, fake_upstream):
+    gates = [asyncio.Event() for _ in range(2)]
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    steps = [sse(chat_chunk({"role": "assistant", "content": None, "tool_calls": [call]}),
+                 chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]}), done=False)]
+    for gate, piece in zip(gates, ['ty": "Os', 'lo"}']):
+        steps += [Wait(gate), sse(chat_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                                  done=False)]
+    steps.append(sse(chat_chunk({}, "tool_calls")))
+    fake_upstream.queue(Reply(steps=steps))
+    async with react_chat(page, react_dist, fake_upstream):
+        await page.check("input[type=checkbox]")
+        await say(page, "Weather in Oslo?")
+        seen = [await text_is(page, ".live .tool-call", 'get_weather({"ci)')]
+        for gate, expected in zip(gates, ['get_weather({"city": "Os)', 'get_weather({"city": "Oslo"})']):
+            gate.set()
+            seen.append(await text_is(page, ".tool-call", expected))
+        await chat_status(page, "done")
+        assert len(seen) == 3
+        assert fake_upstream.received[-1].body["tools"][0]["function"]["name"] == "get_weather"
