@@ -8,7 +8,7 @@ SSE streams opened inside a handler, error responses and aiohttp's own 404/405 a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 
 from aiohttp import hdrs, web
 
@@ -31,7 +31,7 @@ def allowed_origin(cors: CorsConfig, origin: str | None) -> bool:
     return origin is not None and ("*" in cors.origins or origin.lower() in cors.origins)
 
 
-def _add_vary_origin(headers) -> None:
+def _add_vary_origin(headers: MutableMapping[str, str]) -> None:
     vary = headers.get(hdrs.VARY)
     if vary is None:
         headers[hdrs.VARY] = "Origin"

@@ -187,6 +187,16 @@ async def test_playground_shows_a_mid_stream_error(page, fake_upstream, tmp_path
         await page.screenshot(path=str(tmp_path / "playground-error.png"))
 
 
+async def test_playground_paints_a_fast_stream_once_per_frame_not_per_token(page, fake_upstream):
+    fake_upstream.queue(burst(300))
+    async with serving(create_app(parse_config(config_yaml(fake_upstream.url)))) as url:
+        await open_playground(page, url)
+        await page.click("#send")
+        await state_is(page, "done")
+        assert await page.text_content("#answer") == "".join(f"t{i} " for i in range(300))
+        paints = await page.evaluate("document.querySelector('#answer').childNodes.length")  # one text node a paint
+        assert paints < 150, paints
+
 CROSS_ORIGIN_FETCH = """async (url) => {
   try {
     const response = await fetch(url + "/v2/chat/completions", {
