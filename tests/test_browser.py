@@ -197,11 +197,11 @@ async def test_playground_paints_a_fast_stream_once_per_frame_not_per_token(page
         paints = await page.evaluate("document.querySelector('#answer').childNodes.length")  # one text node a paint
         assert paints < 150, paints
 
-CROSS_ORIGIN_FETCH = """async (url) => {
+CROSS_ORIGIN_FETCH = """async ([url, key]) => {
   try {
     const response = await fetch(url + "/v2/chat/completions", {
       method: "POST",
-      headers: {"Content-Type": "application/json", "Authorization": "Bearer none", "X-Request-Id": "cors-1"},
+      headers: {"Content-Type": "application/json", "Authorization": `Bearer ${key}`, "X-Request-Id": "cors-1"},
       body: JSON.stringify({model: "demo/echo", messages: [{role: "user", content: "hi"}], stream: true}),
     });
     return {status: response.status, requestId: response.headers.get("x-request-id"), body: await response.text()};
@@ -216,15 +216,19 @@ async def test_cors_a_page_on_a_listed_origin_may_call_the_gateway_another_may_n
     pages = static_app(tmp_path)
     async with serving(pages) as allowed, serving(static_app(tmp_path)) as refused:
         cors = f"{{origins: ['{allowed}']}}"
-        async with serving(create_app(parse_config(config_yaml(fake_upstream.url, cors=cors)))) as gateway:
+        config = config_yaml(fake_upstream.url, cors=cors, keys=True)
+        async with serving(create_app(parse_config(config))) as gateway:
             await page.goto(allowed + "/")
-            answer = await page.evaluate(CROSS_ORIGIN_FETCH, gateway)
+            answer = await page.evaluate(CROSS_ORIGIN_FETCH, [gateway, "wrong-key"])
+            assert answer.get("status") == 401, answer  # an error the page can read, not an opaque failure
+            assert "Incorrect API key" in answer["body"]
+            answer = await page.evaluate(CROSS_ORIGIN_FETCH, [gateway, KEY])
             assert answer.get("status") == 200, answer
             assert answer["requestId"] == "cors-1"  # an exposed header: readable from the script
             assert '"finish_reason":"stop"' in answer["body"] and answer["body"].endswith("data: [DONE]\n\n")
 
             await page.goto(refused + "/")
-            answer = await page.evaluate(CROSS_ORIGIN_FETCH, gateway)
+            answer = await page.evaluate(CROSS_ORIGIN_FETCH, [gateway, KEY])
             assert "Failed to fetch" in answer.get("refused", ""), answer  # the browser refused it
             assert any("CORS" in problem for problem in page.problems), page.problems
 
