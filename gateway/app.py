@@ -11,11 +11,13 @@ from aiohttp import web
 
 from .auth import setup_auth
 from .config import Config
+from .cors import setup_cors
 from .errors import GatewayError
 from .health import Health
 from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .limits import setup_limits
 from .metrics import setup_metrics
+from .playground import setup_playground
 from .redaction import redacting_logs
 from .routes import error_response, setup_routes
 
@@ -82,6 +84,8 @@ def create_app(config: Config) -> web.Application:
     app.on_shutdown.append(_end_in_flight_at_grace)
     app.on_cleanup.append(_stop_timer)
     setup_routes(app)
+    setup_playground(app, config.server)
+    setup_cors(app, config.server.cors)
     setup_auth(app, config)
     setup_limits(app, config, setup_metrics(app))
     for provider in config.providers.values():

@@ -82,6 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    config.server.host = host  # what depends on the address (the playground's default) follows --host
     problem = exposure_problem(config.open_access, config.auth, host)
     if problem:  # --host may differ from the config's own server.host
         print(f"{config.source}: --host: {problem}", file=sys.stderr)

@@ -22,6 +22,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_ORIGIN = re.compile(r"^https?://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$", re.IGNORECASE)
 LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "concurrent_streams")
 
 
@@ -81,6 +82,13 @@ class ProviderConfig:
         return tuple(dict.fromkeys(found))
 
 
+@dataclass(frozen=True)
+class CorsConfig:
+    """Browsers on these origins may call the gateway; "*" echoes any origin."""
+    origins: tuple[str, ...]
+    max_age: int = 600  # seconds a browser may cache a preflight's answer (Chromium caps it at 7200)
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -88,6 +96,12 @@ class ServerConfig:
     sse_keepalive: float = 15.0
     max_body_bytes: int = 4 << 20
     shutdown_grace: float = 30.0
+    cors: CorsConfig | None = None  # off: no CORS header is sent, preflights get 405
+    playground: bool | None = None  # None: on when serving on loopback
+
+    @property
+    def playground_enabled(self) -> bool:
+        return self.playground if self.playground is not None else is_loopback(self.host)
 
 
 @dataclass(frozen=True)
@@ -268,6 +282,31 @@ class _Validator:
         return value
 
 
+def _cors(v: _Validator, raw: Any, path: str) -> CorsConfig | None:
+    raw = v.mapping(raw, path, ("origins", "max_age"), ("origins",))
+    origins = raw.get("origins")
+    if "origins" in raw and (not isinstance(origins, list) or not origins):
+        v.ld.problem(f"{path}.origins", "must be a non-empty list of origins such as 'http://localhost:5173'")
+        origins = None
+    cleaned: list[str] = []
+    for i, origin in enumerate(origins or ()):
+        where = f"{path}.origins[{i}]"
+        if not isinstance(origin, str):
+            v.ld.problem(where, "must be a string such as 'http://localhost:5173'")
+        elif origin != "*" and not _ORIGIN.match(origin):
+            hint = " (an origin has no path: drop the trailing '/')" if origin.endswith("/") else ""
+            v.ld.problem(where, f"must be '*' or scheme://host[:port] with http or https{hint}")
+        else:
+            cleaned.append(origin.lower())  # browsers send the scheme and host in lowercase
+    max_age = CorsConfig.max_age
+    if "max_age" in raw:
+        number = v.number(raw["max_age"], f"{path}.max_age", integer=True, exclusive=False)
+        max_age = number if number is not None else max_age
+    if not cleaned or len(cleaned) != len(origins or ()):
+        return None
+    return CorsConfig(origins=tuple(cleaned), max_age=max_age)
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     loader = _Loader(text, source)
     if loader.problems and loader.data is None:
@@ -278,7 +317,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
-                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace"))
+                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "cors",
+                            "playground"))
     if "host" in raw_server and v.string(raw_server["host"], "server.host"):
         server.host = raw_server["host"]
     if "port" in raw_server:
@@ -292,6 +332,13 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             number = v.number(raw_server[key], f"server.{key}", integer=key == "max_body_bytes")
             if number is not None:
                 setattr(server, key, number)
+    if "cors" in raw_server:
+        server.cors = _cors(v, raw_server["cors"], "server.cors")
+    if "playground" in raw_server:
+        if isinstance(raw_server["playground"], bool):
+            server.playground = raw_server["playground"]
+        else:
+            loader.problem("server.playground", "must be true or false")
 
     providers: dict[str, ProviderConfig] = {}
     raw_providers = root.get("providers", [])

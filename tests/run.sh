@@ -1,7 +1,7 @@
 #!/bin/sh
 # The test command: sets up .venv with the test tools, installs the servers some tests start
-# (nginx, redis-server) and the Node.js the Vercel AI SDK test runs when missing, and runs the
-# whole suite. Extra arguments go to pytest.
+# (nginx, redis-server), the Chromium the browser tests drive and the Node.js the Vercel AI SDK and
+# React tests run when missing, and runs the whole suite. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/bootstrap.sh test
@@ -19,6 +19,14 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
             echo "could not install nodejs and npm: the Vercel AI SDK test will skip (fail with CI=true)" >&2
     else
         echo "node or npm is missing: the Vercel AI SDK test needs them (sudo apt-get install nodejs npm)" >&2
+    fi
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+        # Debian's Chromium, which Playwright drives as it is: `playwright install` cannot download here.
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "chromium is missing: the browser tests need it (sudo apt-get install chromium)" >&2
     fi
 fi
 if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
