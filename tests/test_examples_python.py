@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.fakes.upstream import HANG, RESET, Reply, Wait, chat_chunk, sse
+from tests.fakes.upstream import HANG, RESET, Reply, Sleep, Wait, chat_chunk, sse
 from tests.serving import free_port, served
 from tests.test_upstream_errors import JSON, error_body
 
@@ -65,6 +65,19 @@ def content(*texts: str) -> list[bytes]:
 
 
 FINISH = sse(chat_chunk({}, "stop"))
+PACE = 0.05  # seconds between writes that must reach the client as separate reads (pacing, not a check)
+
+
+def cut_inside_characters(data: bytes) -> list:
+    """The fake's steps for `data` written in pieces that end inside each multi-byte UTF-8 character, each
+    piece given time to arrive on its own, so that the client reads characters in halves."""
+    steps: list = []
+    start = 0
+    for position, byte in enumerate(data):
+        if byte >= 0xC0:  # the first byte of a multi-byte character: cut just after it
+            steps += [data[start:position + 1], Sleep(PACE)]
+            start = position + 1
+    return steps + [data[start:]]
 
 
 async def test_every_example_answers_help_with_its_usage():
@@ -132,7 +145,7 @@ async def test_raw_sse_example_streams_the_demo_answer(gateway):
 
 
 async def test_raw_sse_example_joins_characters_and_lines_cut_between_reads(upstream):
-    upstream.stream(golden("openai/multibyte-split-reads"), split=1)  # every byte its own write
+    upstream.queue(Reply(steps=cut_inside_characters(golden("openai/multibyte-split-reads"))))
     result = await run("stream_raw_sse.py", *direct(upstream), "--model", "gpt-4o-mini")
     assert result.code == 0, result.err
     assert result.out.startswith("Grüße, 世界 🙂👍🏽 ok\n")
