@@ -5,6 +5,7 @@ node or npm fails these tests instead of skipping them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from tests.fakes.upstream import RESET, Reply, Wait, chat_chunk, sse
 from tests.node_examples import installed_node
-from tests.test_examples_python import cut_inside_characters
+from tests.test_examples_python import CLIENT_KEY, KEYS, cut_inside_characters
 from tests.test_upstream_errors import JSON, error_body
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -36,10 +37,11 @@ class Run:
     err: str
 
 
-async def run(node: str, script: str, *args: str, folder: Path = NODE_EXAMPLES) -> Run:
+async def run(node: str, script: str, *args: str, folder: Path = NODE_EXAMPLES,
+              env: dict[str, str] | None = None) -> Run:
     process = await asyncio.create_subprocess_exec(node, str(folder / script), *args, stdout=asyncio.subprocess.PIPE,
                                                    stderr=asyncio.subprocess.PIPE,
-                                                   env={"PATH": "/usr/bin:/bin"})  # no GATEWAY_* from outside
+                                                   env={"PATH": os.environ["PATH"], **(env or {})})  # no GATEWAY_*
     try:
         out, err = await asyncio.wait_for(process.communicate(), SCRIPT_BOUND)
     except TimeoutError:
@@ -89,6 +91,16 @@ async def test_vercel_ai_example_answers_help_with_its_usage():
     result = await run(node, "chat.mjs", "--help", folder=EXAMPLES / "vercel-ai")
     assert result.code == 0, result.err
     assert result.out.startswith("usage: node chat.mjs") and "--scenario" in result.out and result.err == ""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+async def test_every_example_sends_the_key_from_gateway_api_key_or_api_key(script, node, make_gateway):
+    gateway = await make_gateway(extra=KEYS)
+    from_env = await run(node, script, *via(gateway), env={"GATEWAY_API_KEY": CLIENT_KEY})
+    assert from_env.code == 0, from_env.err
+    # --api-key wins over the variable: a refusal proves the option's key was the one sent
+    refused = await run(node, script, *via(gateway), "--api-key", "wrong", env={"GATEWAY_API_KEY": CLIENT_KEY})
+    assert refused.code == 1 and "401" in refused.err and "Incorrect API key" in refused.err
 
 
 # openai_sdk.mjs

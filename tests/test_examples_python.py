@@ -4,6 +4,7 @@ on the demo provider, and against the fake upstream for the faults each one is a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import os
 import re
@@ -32,8 +33,8 @@ class Run:
     err: str
 
 
-async def run(script: str, *args: str) -> Run:
-    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_API_KEY", "GATEWAY_BASE_URL")}
+async def run(script: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    env = {**{k: v for k, v in os.environ.items() if k not in ("GATEWAY_API_KEY", "GATEWAY_BASE_URL")}, **(env or {})}
     process = await asyncio.create_subprocess_exec(sys.executable, str(EXAMPLES / script), *args, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
@@ -89,6 +90,20 @@ async def test_every_example_answers_help_with_its_usage():
         assert all(option in result.out for option in ("--base-url", "--model", "--api-key")), script
 
 
+CLIENT_KEY = "gw-example-key-0123456789"
+KEYS = f"keys:\n  - {{id: examples, sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}}}\n"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+async def test_every_example_sends_the_key_from_gateway_api_key_or_api_key(script, make_gateway):
+    gateway = await make_gateway(extra=KEYS)
+    from_env = await run(script, *via(gateway), env={"GATEWAY_API_KEY": CLIENT_KEY})
+    assert from_env.code == 0, from_env.err
+    # --api-key wins over the variable: a refusal proves the option's key was the one sent
+    refused = await run(script, *via(gateway), "--api-key", "wrong", env={"GATEWAY_API_KEY": CLIENT_KEY})
+    assert refused.code == 1 and "401" in refused.err and "Incorrect API key" in refused.err
+
+
 # stream_openai_sdk.py
 
 
@@ -134,7 +149,8 @@ def load_raw_sse_module():
     return module
 
 
-SSEReader = load_raw_sse_module().SSEReader
+RAW_SSE = load_raw_sse_module()
+SSEReader = RAW_SSE.SSEReader
 
 
 async def test_raw_sse_example_streams_the_demo_answer(gateway):
@@ -318,3 +334,11 @@ async def test_watchdog_example_calls_a_silent_connection_dead(upstream):
     result = await run("watchdog.py", *direct(upstream), "--idle-timeout", "30", "--silence-timeout", "0.3")
     assert result.code == 1, result.err
     assert result.out.startswith("Thinking\n--- INCOMPLETE: nothing at all for 0.3 s, not even a keep-alive")
+
+
+def test_raw_sse_reader_refuses_a_line_without_end():
+    """A server that is not sending events (or never ends a line) must not fill the client's memory."""
+    reader = SSEReader()
+    with pytest.raises(RAW_SSE.IncompleteStream, match="a line longer than"):
+        for _ in range(RAW_SSE.MAX_LINE_CHARS // 65536 + 2):
+            reader.feed(b"x" * 65536)

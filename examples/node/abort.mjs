@@ -56,7 +56,8 @@ async function main() {
     }
   } catch (error) { // an abort while the loop waits for a chunk ends it with an APIUserAbortError
     if (!(error instanceof OpenAI.APIUserAbortError)) {
-      console.error(`\nerror: ${error.error?.message ?? error.message}`);
+      const status = error.status ? `HTTP ${error.status}: ` : ""; // a status: refused before the stream began
+      console.error(`\nerror: ${status}${error.error?.message ?? error.message}`);
       return 1;
     }
   }

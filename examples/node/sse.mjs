@@ -7,6 +7,8 @@
  * `stats.comments` and skipped. Throws if the stream ends without [DONE] (the connection was cut).
  * Lines end with "\n" or "\r\n", as OpenAI-compatible servers send them.
  */
+const MAX_LINE_CHARS = 1_000_000; // a line longer than this is not a chat completion stream: stop reading it
+
 export async function* sseData(body, stats = { comments: 0 }) {
   const reader = body.getReader();
   const decoder = new TextDecoder("utf-8");
@@ -19,6 +21,9 @@ export async function* sseData(body, stats = { comments: 0 }) {
       // stream: true keeps the bytes of a character cut between two reads until its last byte comes
       const lines = (partial + decoder.decode(value, { stream: true })).split("\n");
       partial = lines.pop(); // after the last newline: the start of the next line
+      if (partial.length > MAX_LINE_CHARS) {
+        throw new Error(`a line longer than ${MAX_LINE_CHARS} characters: not an event stream`);
+      }
       for (let line of lines) {
         if (line.endsWith("\r")) line = line.slice(0, -1);
         if (line === "") { // a blank line ends an event

@@ -30,14 +30,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def gateway_message(error: openai.APIStatusError) -> str:
+    """The gateway's own message (the SDK's `message` prefixes it with "Error code: 404 - ")."""
+    body = error.body  # the `error` object of the response's JSON
+    return str(body["message"]) if isinstance(body, dict) and body.get("message") else error.message
+
+
 def main() -> int:
     args = parse_args()
     client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key or "no-key")
     try:
         stream = client.chat.completions.create(model=args.model, stream=True,
                                                 messages=[{"role": "user", "content": args.prompt}])
-    except openai.APIError as error:
-        print(f"error: {error.message}", file=sys.stderr)
+    except openai.APIStatusError as error:  # refused before the stream began
+        print(f"error: HTTP {error.status_code}: {gateway_message(error)}", file=sys.stderr)
+        return 1
+    except openai.APIConnectionError as error:
+        print(f"error: cannot reach the gateway at {args.base_url}: {error}", file=sys.stderr)
         return 1
     request_id = stream.response.headers.get("x-request-id", "?")  # the id in the gateway's log line
     pieces = 0

@@ -60,9 +60,15 @@ def stream_answer(client: openai.OpenAI, model: str, prompt: str, shown: list[st
     return finish_reason
 
 
+def gateway_message(error: openai.APIStatusError) -> str:
+    """The gateway's own message (the SDK's `message` prefixes it with "Error code: 404 - ")."""
+    body = error.body  # the `error` object of the response's JSON
+    return str(body["message"]) if isinstance(body, dict) and body.get("message") else error.message
+
+
 def describe(error: Exception) -> str:
     if isinstance(error, openai.APIStatusError):
-        return f"HTTP {error.status_code}: {error.message}"
+        return f"HTTP {error.status_code}: {gateway_message(error)}"
     if isinstance(error, openai.APIConnectionError):
         return f"no connection: {error.__cause__ or error}"
     if isinstance(error, openai.APIError):

@@ -37,6 +37,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def gateway_message(error: openai.APIStatusError) -> str:
+    """The gateway's own message (the SDK's `message` prefixes it with "Error code: 404 - ")."""
+    body = error.body  # the `error` object of the response's JSON
+    return str(body["message"]) if isinstance(body, dict) and body.get("message") else error.message
+
+
 def main() -> int:
     args = parse_args()
     # The SDK insists on a key; a gateway without client keys ignores it.
@@ -72,7 +78,7 @@ def main() -> int:
                             call["arguments"] += piece.function.arguments or ""
                     finish_reason = choice.finish_reason or finish_reason
     except openai.APIStatusError as error:  # refused before the stream began: 4xx or 5xx with a JSON body
-        print(f"error: HTTP {error.status_code}: {error.message}", file=sys.stderr)
+        print(f"error: HTTP {error.status_code}: {gateway_message(error)}", file=sys.stderr)
         return 1
     except openai.APIConnectionError as error:
         print(f"error: cannot reach the gateway at {args.base_url}: {error}", file=sys.stderr)

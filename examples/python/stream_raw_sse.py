@@ -20,6 +20,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 
+MAX_LINE_CHARS = 1_000_000  # a line longer than this is not a chat completion stream: stop reading it
+
+
+class IncompleteStream(Exception):
+    """The stream stopped before [DONE]: what arrived is not the whole answer."""
+
+
 class SSEReader:
     """Turns the bytes of a text/event-stream, in reads of any size, into the `data` of each event.
 
@@ -29,6 +36,7 @@ class SSEReader:
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")()  # keeps a character cut between two reads
         self._partial: list[str] = []  # the start of a line whose end has not arrived yet
+        self._partial_chars = 0
         self._data: list[str] = []  # the data lines of the event being read
         self.comments = 0  # ": keep-alive" and other comments seen
 
@@ -36,9 +44,13 @@ class SSEReader:
         text = self._decoder.decode(raw)
         if "\n" not in text:  # no line ended in this read
             self._partial.append(text)
+            self._partial_chars += len(text)
+            if self._partial_chars > MAX_LINE_CHARS:
+                raise IncompleteStream(f"a line longer than {MAX_LINE_CHARS} characters: not an event stream")
             return []
         lines = ("".join(self._partial) + text).split("\n")
         self._partial = [lines.pop()]  # after the last newline: the start of the next line
+        self._partial_chars = len(self._partial[0])
         events = []
         for line in lines:
             line = line.removesuffix("\r")
@@ -53,10 +65,6 @@ class SSEReader:
                 if field == "data":
                     self._data.append(value.removeprefix(" "))
         return events
-
-
-class IncompleteStream(Exception):
-    """The stream stopped before [DONE]: what arrived is not the whole answer."""
 
 
 async def sse_data(response: aiohttp.ClientResponse, reader: SSEReader | None = None) -> AsyncIterator[str]:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from stream_raw_sse import SSEReader, error_of, request_headers
+from stream_raw_sse import IncompleteStream, SSEReader, error_of, request_headers
 
 
 def parse_args() -> argparse.Namespace:
@@ -105,7 +105,7 @@ async def stream_chat(args: argparse.Namespace) -> int:
                         text = (choice.get("delta") or {}).get("content") or ""
                         print(text, end="", flush=True)
                         shown += len(text)
-            except (Stalled, aiohttp.ClientError) as error:
+            except (Stalled, IncompleteStream, aiohttp.ClientError) as error:
                 print(f"\n--- INCOMPLETE: {error}. Above is what arrived ({shown} characters).")
                 return 1
     print(f"\n--- complete ({reader.comments} keep-alive comment(s) on the way)")
