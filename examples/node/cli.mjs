@@ -1,7 +1,8 @@
 // The command line every example here shares: --base-url, --model, --api-key (or GATEWAY_API_KEY), --help.
 import { parseArgs } from "node:util";
 
-export const COMMON_USAGE = `  --base-url URL   the gateway's API root (default: $GATEWAY_BASE_URL or http://127.0.0.1:8080/v1)
+export const COMMON_USAGE = `\
+  --base-url URL   the gateway's API root (default: $GATEWAY_BASE_URL or http://127.0.0.1:8080/v1)
   --model MODEL    provider/model or a route name (default: demo/echo)
   --api-key KEY    a client key, if the gateway asks for one (default: $GATEWAY_API_KEY)
   -h, --help       show this help`;

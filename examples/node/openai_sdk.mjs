@@ -86,7 +86,8 @@ async function main() {
   }
   console.log(`finish reason: ${finishReason}`);
   if (usage) {
-    console.log(`usage: ${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion = ${usage.total_tokens} tokens`);
+    const { prompt_tokens, completion_tokens, total_tokens } = usage;
+    console.log(`usage: ${prompt_tokens} prompt + ${completion_tokens} completion = ${total_tokens} tokens`);
   }
   return finishReason ? 0 : 1; // no finish reason: the answer was cut short
 }

@@ -123,27 +123,30 @@ async def stream_chat(args: argparse.Namespace) -> int:
                     try:
                         chunk = json.loads(data)
                     except ValueError:
-                        skipped += 1  # not JSON: skip it rather than lose the whole answer
+                        chunk = None
+                    if not isinstance(chunk, dict):
+                        skipped += 1  # not a chunk: skip it rather than lose the whole answer
                         continue
                     if "error" in chunk:  # the stream failed after it began
-                        print(f"\nerror: {chunk['error'].get('message')} ({chunk['error'].get('code')})",
-                              file=sys.stderr)
+                        error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": chunk["error"]}
+                        print(f"\nerror: {error.get('message')} ({error.get('code')})", file=sys.stderr)
                         return 1
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
                         print((choice.get("delta") or {}).get("content") or "", end="", flush=True)
                         finish_reason = choice.get("finish_reason") or finish_reason
             except (IncompleteStream, aiohttp.ClientError, TimeoutError) as error:
-                print(f"\nerror: the stream was cut, the answer is incomplete: {error!r}", file=sys.stderr)
+                why = str(error) or type(error).__name__
+                print(f"\nerror: the stream was cut, the answer is incomplete: {why}", file=sys.stderr)
                 return 1
     print()
     if skipped:
-        print(f"skipped {skipped} event(s) that were not JSON", file=sys.stderr)
+        print(f"skipped {skipped} event(s) that were not chunks", file=sys.stderr)
     print(f"finish reason: {finish_reason}")
     if usage:
         print(f"usage: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
               f"= {usage['total_tokens']} tokens")
-    return 0
+    return 0 if finish_reason else 1  # no finish reason: the answer was cut short
 
 
 def main() -> int:
@@ -151,7 +154,8 @@ def main() -> int:
     try:
         return asyncio.run(stream_chat(args))
     except (aiohttp.ClientConnectionError, TimeoutError) as error:
-        print(f"error: cannot reach the gateway at {args.base_url}, or it went silent: {error!r}", file=sys.stderr)
+        print(f"error: cannot reach the gateway at {args.base_url}: {str(error) or type(error).__name__}",
+              file=sys.stderr)
         return 1
 
 

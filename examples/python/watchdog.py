@@ -44,15 +44,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-class Stalled(Exception):
-    """The stream stopped moving, or stopped: what arrived is not the whole answer."""
-
-
 async def watched_events(response: aiohttp.ClientResponse, reader: SSEReader, idle_timeout: float,
                          silence_timeout: float) -> AsyncIterator[str]:
-    """The data of each event up to [DONE]; raises Stalled when the watchdog's limits are passed."""
+    """The data of each event up to [DONE]; raises IncompleteStream when the watchdog's limits are passed."""
     loop = asyncio.get_running_loop()
     last_byte = last_event = loop.time()
+    comments_before = reader.comments  # keep-alives seen up to the last event
     while True:
         deadline = min(last_event + idle_timeout, last_byte + silence_timeout)
         try:
@@ -60,15 +57,16 @@ async def watched_events(response: aiohttp.ClientResponse, reader: SSEReader, id
                 raw = await response.content.readany()
         except TimeoutError:
             if loop.time() >= last_event + idle_timeout:
-                raise Stalled(f"no progress for {idle_timeout:g} s ({reader.comments} keep-alive comment(s) came "
-                              "meanwhile: the gateway is there, the answer is stuck)") from None
-            raise Stalled(f"nothing at all for {silence_timeout:g} s, not even a keep-alive: "
-                          "the connection is dead") from None
+                keepalives = reader.comments - comments_before
+                raise IncompleteStream(f"no progress for {idle_timeout:g} s ({keepalives} keep-alive comment(s) "
+                                       "came meanwhile: the gateway is there, the answer is stuck)") from None
+            raise IncompleteStream(f"nothing at all for {silence_timeout:g} s, not even a keep-alive: "
+                                   "the connection is dead") from None
         if not raw:
-            raise Stalled("the stream ended without [DONE]: the connection was cut")
+            raise IncompleteStream("the stream ended without [DONE]: the connection was cut")
         last_byte = loop.time()
         for data in reader.feed(raw):
-            last_event = last_byte
+            last_event, comments_before = last_byte, reader.comments
             if data == "[DONE]":
                 return
             yield data
@@ -99,13 +97,17 @@ async def stream_chat(args: argparse.Namespace) -> int:
                         chunk = json.loads(data)
                     except ValueError:
                         continue  # not JSON: skip it, the stream goes on
+                    if not isinstance(chunk, dict):
+                        continue
                     if "error" in chunk:
-                        raise Stalled(f"error event: {chunk['error'].get('message')}")
+                        error = chunk["error"]
+                        message = error.get("message") if isinstance(error, dict) else error
+                        raise IncompleteStream(f"error event: {message}")
                     for choice in chunk.get("choices") or []:
                         text = (choice.get("delta") or {}).get("content") or ""
                         print(text, end="", flush=True)
                         shown += len(text)
-            except (Stalled, IncompleteStream, aiohttp.ClientError) as error:
+            except (IncompleteStream, aiohttp.ClientError) as error:
                 print(f"\n--- INCOMPLETE: {error}. Above is what arrived ({shown} characters).")
                 return 1
     print(f"\n--- complete ({reader.comments} keep-alive comment(s) on the way)")
