@@ -5,45 +5,24 @@ prints a JSON summary of what the SDK made of the answer."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import orjson
 import pytest
 
 from tests.fakes.upstream import Reply
+from tests.node_examples import installed_node
 from tests.test_upstream_errors import JSON, error_body
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vercel-ai"
 GOLDEN = Path(__file__).parent / "golden"
-STAMP = EXAMPLE / "node_modules" / ".installed-from-lock"
 SCRIPT_BOUND = 60  # seconds: a hung script fails the test instead of hanging the suite
-
-
-def _require(binary: str) -> str:
-    """CI always has node and npm, so there their absence is a failure, not a skip."""
-    path = shutil.which(binary)
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{binary} is missing on CI")
-        pytest.skip(f"{binary} not installed")
-    return path
 
 
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node binary, once examples/vercel-ai/node_modules matches package-lock.json (npm ci otherwise)."""
-    node, npm = _require("node"), _require("npm")
-    lock = hashlib.sha256((EXAMPLE / "package-lock.json").read_bytes()).hexdigest()
-    if not STAMP.exists() or STAMP.read_text() != lock:
-        installed = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLE, capture_output=True,
-                                   text=True, timeout=300)
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
-        STAMP.write_text(lock)
-    return node
+    return installed_node(EXAMPLE)
 
 
 async def run_sdk(node: str, gateway, model: str, scenario: str, prompt: str = "hi", *options: str) -> dict:

@@ -14,18 +14,42 @@ import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateText, stepCountIs, streamText, tool } from "ai";
 import { z } from "zod";
 
-const { values: options, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    "base-url": { type: "string", default: process.env.GATEWAY_BASE_URL ?? "http://127.0.0.1:8080/v1" },
-    model: { type: "string", default: "demo/echo" },
-    scenario: { type: "string", default: "stream" },
-    "api-key": { type: "string", default: process.env.GATEWAY_API_KEY },
-    // The key of the SDK's provider metadata. @ai-sdk/openai-compatible 2.x sends a Gemini 3 tool call's
-    // thought signature back on the next step only when it is "google" (3.x, for Node 22, any name).
-    "provider-name": { type: "string", default: "gateway" },
-  },
-});
+const USAGE = `usage: node chat.mjs [--base-url URL] [--model MODEL] [--scenario SCENARIO] [--api-key KEY]
+                     [--provider-name NAME] [prompt]
+
+Runs the Vercel AI SDK against the gateway and prints a JSON summary of the answer.
+
+  --base-url URL        the gateway's API root (default: $GATEWAY_BASE_URL or http://127.0.0.1:8080/v1)
+  --model MODEL         provider/model or a route name (default: demo/echo)
+  --scenario SCENARIO   stream, tools, generate, generate-tools or agent (default: stream)
+  --api-key KEY         a client key, if the gateway asks for one (default: $GATEWAY_API_KEY)
+  --provider-name NAME  the SDK provider's name; "google" for Gemini 3 thought signatures (default: gateway)
+  -h, --help            show this help`;
+
+let parsed;
+try {
+  parsed = parseArgs({
+    allowPositionals: true,
+    options: {
+      "base-url": { type: "string", default: process.env.GATEWAY_BASE_URL ?? "http://127.0.0.1:8080/v1" },
+      model: { type: "string", default: "demo/echo" },
+      scenario: { type: "string", default: "stream" },
+      "api-key": { type: "string", default: process.env.GATEWAY_API_KEY },
+      // The key of the SDK's provider metadata. @ai-sdk/openai-compatible 2.x sends a Gemini 3 tool call's
+      // thought signature back on the next step only when it is "google" (3.x, for Node 22, any name).
+      "provider-name": { type: "string", default: "gateway" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+} catch (error) { // an unknown option or a missing value: say which, then how to call
+  console.error(`${error.message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (parsed.values.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+const { values: options, positionals } = parsed;
 const SCENARIOS = ["stream", "tools", "generate", "generate-tools", "agent"];
 if (!SCENARIOS.includes(options.scenario)) {
   console.error(`unknown scenario ${options.scenario}; one of ${SCENARIOS.join(", ")}`);
