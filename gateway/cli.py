@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 
-from aiohttp import web
-
 from . import __version__
 from .config import DEFAULT_CONFIG, ConfigError, exposure_problem, is_loopback, load_config
 
@@ -89,14 +87,20 @@ def _serve(args: argparse.Namespace) -> int:
     if config.open_access and not is_loopback(host):
         logging.getLogger("gateway").warning("auth: none: serving %s without client keys, anyone who reaches it "
                                              "can use every provider", host)
+    if not 0 <= port <= 65535:
+        print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)
+        return 1
     try:  # uvloop cuts the per-chunk CPU by about a third at paced load (bench/README.md)
         import uvloop
 
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = None
-    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream.
-    web.run_app(create_app(config), host=host, port=port, handler_cancellation=True, loop=loop,
-                shutdown_timeout=config.server.shutdown_grace, access_log=None,
-                print=lambda *_: logging.getLogger("gateway").info("listening on http://%s:%s", host, port))
+    from .server import ListenError, serve
+
+    try:
+        serve(create_app(config), host, port, loop=loop)
+    except ListenError as exc:
+        print(f"gateway serve: {exc}", file=sys.stderr)
+        return 1
     return 0

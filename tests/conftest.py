@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.server import GatewayRunner
 from tests.fakes.upstream import FakeUpstream
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
@@ -64,6 +67,13 @@ middlewares: {middlewares}
 """
 
 
+class GatewayTestServer(TestServer):
+    """The app on a loopback port, served as `gateway serve` serves it (gateway/server.py)."""
+
+    async def _make_runner(self, **kwargs) -> web.AppRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def upstream(aiohttp_server):
     fake = FakeUpstream()
@@ -78,7 +88,7 @@ def make_gateway(aiohttp_client, upstream):
 
     async def make(**options):
         config = parse_config(gateway_yaml(upstream.url, **options), "test.yaml")
-        return await aiohttp_client(create_app(config))
+        return await aiohttp_client(GatewayTestServer(create_app(config)))
 
     return make
 
