@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from http import HTTPStatus
 from typing import Any
 
@@ -170,23 +172,47 @@ def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEven
         loop.close()
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    runner = GatewayRunner(app)
-    await runner.setup()
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets listening on every address `host` names, opened before the app starts: an address that
+    cannot be served fails here, with nothing started to undo."""
+    sockets: list[socket.socket] = []
     try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((info[0], info[4]) for info in infos):
+            sockets.append(socket.create_server(address, family=family, backlog=128))
+    except (OSError, OverflowError) as exc:
+        for sock in sockets:
+            sock.close()
+        # socket.create_server words its own errors: the system's message is what tells the operator why
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sockets
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    sockets = _listen(host, port)
+    try:
+        runner = GatewayRunner(app)
+        await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        log.info("listening on http://%s:%s", host, port)
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            await stop.wait()
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
+            log.info("listening on http://%s:%s", host, sockets[0].getsockname()[1])
+            await _until_signalled()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        for sock in sockets:
+            sock.close()
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -29,12 +29,14 @@ def recordings_dir() -> Path:
 
 def gateway_yaml(upstream_url: str, *, timeouts: str = "{connect: 2, first_byte: 5, idle: 5, total: 30}",
                  keepalive: float = 15, middlewares: str = "[normalize, ratelimit, moderate]",
+                 max_body_bytes: int = 65536, request_timeout: float | None = None,
                  extra_provider: str = "", extra_routes: str = "", extra: str = "",
                  resilience: str = "retry: {attempts: 1}\n    health: {max_failures: 0}") -> str:
     """A gateway in front of the fake upstream. By default no retries and no cooldown, so that each test
     sees the upstream's one answer; the fault tests pass their own `resilience`."""
+    timeout = "" if request_timeout is None else f", request_timeout: {request_timeout}"
     return f"""
-server: {{sse_keepalive: {keepalive}, max_body_bytes: 65536}}
+server: {{sse_keepalive: {keepalive}, max_body_bytes: {max_body_bytes}{timeout}}}
 providers:
   - name: up
     kind: openai
