@@ -87,7 +87,7 @@ class Inflater:
                 raise _malformed(f"the {self.coding} data is truncated")
             return b""  # an empty deflate body
         try:
-            self._add(self._stream.flush(self.limit - self.size + 1))
+            self._add(self._stream.flush())  # all input was inflated in feed(): at most a few bytes remain
         except zlib.error as exc:
             raise _malformed(f"it is not valid {self.coding} ({exc})") from None
         if not self._stream.eof:

@@ -45,10 +45,10 @@ def server_options(config: Config) -> dict[str, Any]:
 def parser_reason(exc: BaseException) -> str:
     """The first words of an HTTP parser error, without the bytes it quotes: those are the client's
     request line or headers, an Authorization value among them."""
+    if not isinstance(exc, HttpProcessingError) and isinstance(exc.__cause__, HttpProcessingError):
+        exc = exc.__cause__  # a body's framing error, passed on by the payload stream
     text = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
     first = next((line for line in str(text).splitlines() if line.strip()), "")
-    if first.startswith("400, message"):  # a payload error carries the parser's whole str() on
-        first = next((line for line in str(text).splitlines()[1:] if line.strip()), "")
     return escape(first.split(":")[0].strip() or "invalid HTTP", 100)
 
 
