@@ -80,6 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    if not 0 <= port <= 65535:  # the config's own port is checked with the config
+        print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)
+        return 1
     problem = exposure_problem(config.open_access, config.auth, host)
     if problem:  # --host may differ from the config's own server.host
         print(f"{config.source}: --host: {problem}", file=sys.stderr)
@@ -87,9 +90,6 @@ def _serve(args: argparse.Namespace) -> int:
     if config.open_access and not is_loopback(host):
         logging.getLogger("gateway").warning("auth: none: serving %s without client keys, anyone who reaches it "
                                              "can use every provider", host)
-    if not 0 <= port <= 65535:
-        print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)
-        return 1
     try:  # uvloop cuts the per-chunk CPU by about a third at paced load (bench/README.md)
         import uvloop
 
