@@ -16,6 +16,7 @@ from .errors import GatewayError
 from .health import Health
 from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .limits import setup_limits
+from .logfmt import escape
 from .metrics import setup_metrics
 from .playground import setup_playground
 from .redaction import redacting_logs
@@ -37,7 +38,7 @@ async def openai_errors(request: web.Request,
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # HTTP requires it on a 405
         return error_response(GatewayError(exc.status, exc.reason, code=code, headers=allow))
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", escape(request.method, 20), escape(request.path))
         return error_response(GatewayError(500, "internal error in the gateway", type="server_error",
                                            code="internal_error"))
 
@@ -75,7 +76,10 @@ async def _stop_timer(app: web.Application) -> None:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_errors])
+    # auto_decompress off: gateway/body.py inflates request bodies itself, capped as it goes, and only once the
+    # key is known; aiohttp's parser would inflate each body in full as it arrives
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_errors],
+                          handler_args={"auto_decompress": False})
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight()
     app[HEALTH] = Health()

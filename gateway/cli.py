@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 
-from aiohttp import web
-
 from . import __version__
 from .config import DEFAULT_CONFIG, ConfigError, exposure_problem, is_loopback, load_config
 
@@ -82,6 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
+    if not 0 <= port <= 65535:  # the config's own port is checked with the config
+        print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)
+        return 1
     config.server.host = host  # what depends on the address (the playground's default) follows --host
     problem = exposure_problem(config.open_access, config.auth, host)
     if problem:  # --host may differ from the config's own server.host
@@ -96,8 +97,11 @@ def _serve(args: argparse.Namespace) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = None
-    # handler_cancellation: a client that disconnects cancels its handler, which closes the upstream.
-    web.run_app(create_app(config), host=host, port=port, handler_cancellation=True, loop=loop,
-                shutdown_timeout=config.server.shutdown_grace, access_log=None,
-                print=lambda *_: logging.getLogger("gateway").info("listening on http://%s:%s", host, port))
+    from .server import ListenError, serve
+
+    try:
+        serve(create_app(config), host, port, loop=loop)
+    except ListenError as exc:
+        print(f"gateway serve: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -96,6 +96,7 @@ class ServerConfig:
     sse_keepalive: float = 15.0
     max_body_bytes: int = 4 << 20
     shutdown_grace: float = 30.0
+    request_timeout: float = 30.0  # seconds for a request's headers to arrive, and again for its body
     cors: CorsConfig | None = None  # off: no CORS header is sent, preflights get 405
     playground: bool | None = None  # None: on when serving on loopback
 
@@ -317,8 +318,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
-                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "cors",
-                            "playground"))
+                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout",
+                            "cors", "playground"))
     if "host" in raw_server and v.string(raw_server["host"], "server.host"):
         server.host = raw_server["host"]
     if "port" in raw_server:
@@ -327,7 +328,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             loader.problem("server.port", "must be at most 65535")
         elif port is not None:
             server.port = port
-    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace"):
+    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout"):
         if key in raw_server:
             number = v.number(raw_server[key], f"server.{key}", integer=key == "max_body_bytes")
             if number is not None:

@@ -23,6 +23,7 @@ import aiohttp
 from .context import RequestContext
 from .errors import GatewayError
 from .health import Health
+from .logfmt import escape
 from .providers import stream_chunks
 
 log = logging.getLogger("gateway.failover")
@@ -125,11 +126,11 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                     health.failed(provider, error.code or str(error.status), cool_for=wait if too_long else 0.0)
                 if moving_on or too_long or attempt == policy.attempts or health.cooling_for(provider):
                     log.info("request %s: %s/%s failed (%s) on try %d; giving up on this target", ctx.request_id,
-                             provider.name, model, error.code, attempt)
+                             provider.name, escape(model), error.code, attempt)
                     break
                 delay = max(backoff(attempt, policy.backoff_initial, policy.backoff_max), wait or 0.0)
                 log.info("request %s: %s/%s failed (%s) on try %d; retrying in %.2f s", ctx.request_id,
-                         provider.name, model, error.code, attempt, delay)
+                         provider.name, escape(model), error.code, attempt, delay)
                 await asyncio.sleep(delay)
                 continue
             except BaseException:

@@ -12,11 +12,13 @@ import orjson
 from aiohttp import web
 
 from .auth import allowed_models, authenticate, authorize
+from .body import read_body
 from .config import Config
 from .context import RequestContext
 from . import failover
 from .errors import GatewayError, invalid_param
 from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION
+from .logfmt import escape
 from .metrics import METRICS
 from .pipeline import Chain
 from .providers import supported
@@ -40,12 +42,8 @@ def error_response(error: GatewayError, request_id: str | None = None) -> web.Re
 
 
 async def _read_json(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[CONFIG].server.max_body_bytes
-        raise GatewayError(413, f"the request body is larger than the limit of {limit} bytes",
-                           code="request_too_large") from None
+    server = request.app[CONFIG].server
+    raw = await read_body(request, server.max_body_bytes, server.request_timeout)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -55,10 +53,10 @@ async def _read_json(request: web.Request) -> object:
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def _request_id(request: web.Request) -> str:
-    """The id nginx (or the client) gave the request, so that logs line up; else a new one."""
+def _request_id(request: web.Request, own_id: str) -> str:
+    """The id nginx (or the client) gave the request, so that logs line up; else the gateway's own."""
     given = request.headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if _REQUEST_ID.match(given) else own_id
 
 
 def _context(config: Config, endpoint: str, body: dict, request_id: str) -> RequestContext:
@@ -87,7 +85,8 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
 
 async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
     config = request.app[CONFIG]
-    request_id = _request_id(request)
+    own_id = uuid.uuid4().hex  # unique per request, whatever id the client sent
+    request_id = _request_id(request, own_id)
     key = None
     try:
         key = authenticate(request)
@@ -110,15 +109,16 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
             return response
         try:
             answer = await combine(ctx, chain)
-        except GatewayError as error:
-            outcome = error.code or str(error.status)
-            return error_response(error, ctx.request_id)
         except asyncio.CancelledError:
             if not in_flight.ending:
                 raise
             task.uncancel()
             outcome = SHUTTING_DOWN.code
             return error_response(SHUTTING_DOWN, ctx.request_id)
+        except Exception as exc:  # a GatewayError, or a bug: logged with its traceback, a 500 to the client
+            error = _as_gateway_error(exc, ctx)
+            outcome = error.code or str(error.status)
+            return error_response(error, ctx.request_id)
         outcome = "ok"
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"x-request-id": ctx.request_id, **ctx.response_headers})
@@ -126,9 +126,9 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         in_flight.tasks.discard(task)
         await chain.aclose()
         request.app[METRICS].request(key and key.id, endpoint, outcome)
-        log.info("request %s %s key=%s provider=%s model=%s stream=%s tries=%d outcome=%s seconds=%.3f",
-                 ctx.request_id, endpoint, key.id if key else "-", ctx.provider.name, ctx.model, ctx.stream,
-                 ctx.attempts, outcome, time.monotonic() - started)
+        log.info("request id=%s request_id=%s %s key=%s provider=%s model=%s stream=%s tries=%d outcome=%s "
+                 "seconds=%.3f", own_id, ctx.request_id, endpoint, key.id if key else "-", ctx.provider.name,
+                 escape(ctx.model), ctx.stream, ctx.attempts, outcome, time.monotonic() - started)
 
 
 async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
@@ -186,7 +186,7 @@ def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     log.error("request %s failed inside the gateway", ctx.request_id, exc_info=exc)
-    return GatewayError(500, "the gateway failed while streaming this answer", type="server_error",
+    return GatewayError(500, "the gateway failed while answering this request", type="server_error",
                         code="internal_error")
 
 

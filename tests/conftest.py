@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.server import GatewayRunner
 from tests.fakes.upstream import FakeUpstream
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
@@ -26,12 +29,14 @@ def recordings_dir() -> Path:
 
 def gateway_yaml(upstream_url: str, *, timeouts: str = "{connect: 2, first_byte: 5, idle: 5, total: 30}",
                  keepalive: float = 15, middlewares: str = "[normalize, ratelimit, moderate]",
+                 max_body_bytes: int = 65536, request_timeout: float | None = None,
                  extra_provider: str = "", extra_routes: str = "", extra: str = "",
                  resilience: str = "retry: {attempts: 1}\n    health: {max_failures: 0}") -> str:
     """A gateway in front of the fake upstream. By default no retries and no cooldown, so that each test
     sees the upstream's one answer; the fault tests pass their own `resilience`."""
+    timeout = "" if request_timeout is None else f", request_timeout: {request_timeout}"
     return f"""
-server: {{sse_keepalive: {keepalive}, max_body_bytes: 65536}}
+server: {{sse_keepalive: {keepalive}, max_body_bytes: {max_body_bytes}{timeout}}}
 providers:
   - name: up
     kind: openai
@@ -64,6 +69,13 @@ middlewares: {middlewares}
 """
 
 
+class GatewayTestServer(TestServer):
+    """The app on a loopback port, served as `gateway serve` serves it (gateway/server.py)."""
+
+    async def _make_runner(self, **kwargs) -> web.AppRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def upstream(aiohttp_server):
     fake = FakeUpstream()
@@ -78,7 +90,7 @@ def make_gateway(aiohttp_client, upstream):
 
     async def make(**options):
         config = parse_config(gateway_yaml(upstream.url, **options), "test.yaml")
-        return await aiohttp_client(create_app(config))
+        return await aiohttp_client(GatewayTestServer(create_app(config)))
 
     return make
 

@@ -248,3 +248,36 @@ def test_serve_invalid_config_exits_1(tmp_path):
     assert result.returncode == 1
     assert "providers[0].colour" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_serve_port_out_of_range_is_one_line_and_exit_1(tmp_path, port):
+    path = tmp_path / "serve.yaml"
+    path.write_text(_serve_config("127.0.0.1", free_port()), encoding="utf-8")
+    result = run_gateway("serve", "--config", str(path), "--port", port)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"gateway serve: --port {port}: must be between 0 and 65535"]
+
+
+def test_serve_port_in_use_is_one_line_and_exit_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "serve.yaml"
+        path.write_text(_serve_config("127.0.0.1", port), encoding="utf-8")
+        result = run_gateway("serve", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"gateway serve: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_serve_host_not_on_this_machine_is_one_line_and_exit_1(tmp_path):
+    path = tmp_path / "serve.yaml"
+    keyed = (f"server: {{host: 192.0.2.1, port: {free_port()}}}\n"  # TEST-NET-1: on no host
+             "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n"
+             f"keys:\n  - {{id: k, sha256: {'ab' * 32}}}\n")
+    path.write_text(keyed, encoding="utf-8")
+    result = run_gateway("serve", "--config", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gateway serve: cannot listen on 192.0.2.1:"), result.stderr
