@@ -25,6 +25,7 @@ from ..context import RequestContext
 from ..errors import GatewayError, invalid_param, redact, upstream_bad_stream, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, stream_error
+from ..validation.common import nested_deeper_than, too_deep
 from .gemini_schema import SchemaBudget, gemini_schema, parameters_schema
 
 # A model name goes into the URL path: nothing that could leave /v1beta/models/ or start a query.
@@ -232,6 +233,8 @@ def _arguments(arguments: Any, where: str) -> dict:
         parsed = None
     if not isinstance(parsed, dict):
         raise invalid_param(where, f"'{where}' must be a JSON object in a string: Gemini needs the arguments parsed")
+    if nested_deeper_than(parsed):  # JSON inside a string: the body's own nesting check did not see it
+        raise too_deep(where, "a tool call's arguments")
     return parsed
 
 
@@ -246,12 +249,15 @@ def _tool_response(message: dict, where: str, call_names: dict[str, str]) -> dic
 
 
 def _response_object(text: str) -> dict:
-    """A tool's JSON object result goes as it is; anything else is wrapped, since Gemini wants an object."""
+    """A tool's JSON object result goes as it is; anything else (or an object nested too deep to send) is
+    wrapped, since Gemini wants an object."""
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
         parsed = None
-    return parsed if isinstance(parsed, dict) else {"content": text}
+    if isinstance(parsed, dict) and not nested_deeper_than(parsed):
+        return parsed
+    return {"content": text}
 
 
 def convert_tools(tools: Any, tool_choice: Any, budget: SchemaBudget | None = None) -> tuple[list, dict | None]:
