@@ -119,8 +119,8 @@ class _Converter:
         kind = schema.get("type")
         if isinstance(kind, list):
             self._spend(len(kind))
-            kinds = [k for k in kind if k != "null" and isinstance(k, str)]
-            if len(kinds) < len(kind):
+            kinds = [k for k in kind if isinstance(k, str) and k != "null"]
+            if "null" in kind:
                 out["nullable"] = True
             if len(kinds) == 1:
                 out["type"] = kinds[0]
@@ -163,15 +163,19 @@ class _Converter:
             out["items"] = {"anyOf": [self.schema(s, refs, depth + 1) for s in items]}
         return out
 
-    def _inlined(self, schema: dict, ref: str, refs: tuple[str, ...], depth: int) -> dict:
-        if ref in refs:
+    def _inlined(self, schema: dict, ref: str, names: tuple[str, ...], depth: int) -> dict:
+        """The definition `ref` names, copied in; `names` are the definitions being copied around it."""
+        name = ref.rsplit("/", 1)[-1] if ref.startswith(("#/$defs/", "#/definitions/")) else None
+        target = self.definitions.get(name) if name else None
+        if target is None:
+            out = {"type": "object"}
+        elif name in names:
             shown = ref if len(ref) <= 100 else ref[:100] + "..."
             raise GatewayError(400, f"the schema of '{self.param}' is recursive ('{shown}' refers back to a "
                                "definition it is inside): Gemini's schemas cannot express recursion",
                                param=self.param, code="schema_ref_cycle")
-        name = ref.rsplit("/", 1)[-1] if ref.startswith(("#/$defs/", "#/definitions/")) else None
-        target = self.definitions.get(name) if name else None
-        out = {"type": "object"} if target is None else self.schema(target, refs + (ref,), depth + 1)
+        else:
+            out = self.schema(target, names + (name,), depth + 1)
         if isinstance(schema.get("description"), str):
             out["description"] = self._text(schema["description"])
         return out
