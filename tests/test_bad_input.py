@@ -7,6 +7,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import parse_config
+from gateway.validation import MAX_MODEL_LENGTH, MAX_NESTING
 
 MAX_BODY = 2048
 CONFIG = f"""
@@ -264,3 +265,75 @@ async def test_unknown_path(client, method, path):
 async def test_wrong_method_on_get_route(client):
     response = await client.post("/v1/models", data=b"{}")
     await error_of(response, 405, None, "method_not_allowed")
+
+
+# ---------------------------------------------------------------------------------------------- nesting
+
+
+def nested(levels: int) -> object:
+    value: object = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def body_nested(model: str, path: str, depth: int) -> bytes:
+    """A body `depth` levels deep (the body itself is level 1), the depth in a field nobody reads. Written
+    by hand: orjson refuses to write past 255 levels."""
+    body = base_body(path)
+    body["model"] = model
+    body["x_extra"] = "HERE"
+    levels = depth - 1
+    return orjson.dumps(body).replace(b'"HERE"', b"[" * levels + b'"x"' + b"]" * levels)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("depth", [65, 254, 255, 256, 600, 1024])
+async def test_bodies_nested_past_the_cap_are_a_400_before_anything_else(make_gateway, upstream, path, depth):
+    """orjson writes at most 255 levels: bodies 255-1024 deep were a 500 once sent upstream."""
+    gateway = await make_gateway()
+    response = await gateway.post(path, data=body_nested("up/gpt-4o-mini", path, depth))
+    error = await error_of(response, 400, None, "nesting_too_deep")
+    assert str(MAX_NESTING) in error["message"]
+    assert upstream.received == []
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_a_body_nested_exactly_to_the_cap_is_served(client, path):
+    response = await client.post(path, data=body_nested("demo/echo", path, MAX_NESTING))
+    assert response.status == 200, await response.text()
+
+
+async def test_nesting_is_checked_before_the_model(client):
+    body = orjson.dumps({"model": 42, "x": nested(MAX_NESTING + 5)})
+    await error_of(await client.post("/v1/chat/completions", data=body), 400, None, "nesting_too_deep")
+
+
+# ---------------------------------------------------------------------------------------------- model names
+
+BAD_MODEL_NAMES = {
+    "too long": "demo/" + "e" * MAX_MODEL_LENGTH,
+    "newline": "demo/echo\n2026-01-01 INFO gateway: request ok",
+    "carriage return": "demo/echo\r",
+    "ansi escape": "demo/\x1b[31mecho",
+    "nul": "demo/echo\x00",
+    "tab": "demo/\techo",
+    "del": "demo/echo\x7f",
+    "c1 nel": "demo/echo\x85",
+    "c1 csi": "demo/\x9b31mecho",
+    "line separator": "demo/echo\u2028",
+}
+
+
+@pytest.mark.parametrize("path", ALL)
+@pytest.mark.parametrize("name", list(BAD_MODEL_NAMES))
+async def test_model_names_too_long_or_with_control_characters_are_a_400_before_routing(client, path, name):
+    model = BAD_MODEL_NAMES[name]
+    error = await error_of(await client.post(path, data=changed(path, model=model)), 400, "model", "invalid_value")
+    assert model not in error["message"]  # not echoed: it is the problem
+
+
+@pytest.mark.parametrize("path", ALL)
+async def test_a_model_name_at_the_length_cap_goes_to_routing(client, path):
+    model = "demo/" + "e" * (MAX_MODEL_LENGTH - 5)
+    await error_of(await client.post(path, data=changed(path, model=model)), 404, "model", "model_not_found")

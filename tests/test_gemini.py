@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
-from gateway.providers import gemini
+from gateway.providers import gemini, gemini_schema
 from gateway.sse import SSEDecoder, SSEEvent
 from tests.conftest import FAKE_KEY, recordings_dir
 from tests.fakes.upstream import Reply
@@ -261,7 +261,7 @@ async def test_schema_cleaning(gateway, upstream):
         "$defs": {
             "Unit": {"type": "string", "enum": ["C", "F"], "title": "Unit"},
             "Place": {"type": "object", "title": "Place", "additionalProperties": False,
-                      "properties": {"name": {"type": "string"}, "near": {"$ref": "#/$defs/Place"}},
+                      "properties": {"name": {"type": "string"}, "near": {"$ref": "#/$defs/Unit"}},
                       "required": ["name", "near"]},
         },
         "properties": {
@@ -296,7 +296,8 @@ async def test_schema_cleaning(gateway, upstream):
             "unit": {"type": "string", "enum": ["C", "F"], "description": "Temperature unit"},
             "maybe_unit": {"type": "string", "enum": ["C", "F"], "nullable": True},
             "place": {"type": "object", "description": "Where", "properties": {
-                "name": {"type": "string"}, "near": {"type": "object"}}, "required": ["name", "near"]},
+                "name": {"type": "string"}, "near": {"type": "string", "enum": ["C", "F"]}},
+                "required": ["name", "near"]},
             "either": {"anyOf": [{"type": "string"}, {"type": "number"}]},
             "tags": {"type": "array", "maxItems": 3, "items": {"type": "string"}},
             "extra": {"type": "object"},
@@ -329,6 +330,13 @@ _schemas = st.recursive(
     max_leaves=25)
 
 
+def _nodes(schema: dict) -> int:
+    children = list((schema.get("properties") or {}).values()) + list(schema.get("anyOf") or ())
+    if "items" in schema:
+        children.append(schema["items"])
+    return 1 + sum(_nodes(c) for c in children)
+
+
 @settings(max_examples=300, deadline=None)
 @given(_schemas)
 @example({"properties": {"a": {}}, "required": True})  # found by this test: `required` not a list of names
@@ -336,12 +344,85 @@ _schemas = st.recursive(
 @example({"properties": "0", "allOf": [None]})
 @example({"properties": True, "allOf": [None]})
 @example({"allOf": [{"properties": True, "required": 1}, {"properties": {"a": {}}, "required": [[], "a"]}]})
+@example({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"})
+@example({"$defs": {"a": {"items": [{"$ref": "#/$defs/a"}]}}, "properties": {"x": {"$ref": "#/$defs/a"}}})
 def test_any_schema_cleans_to_gemini_keywords_only(schema):
+    """Any schema becomes Gemini keywords only, within the bounds, or is a 400 naming its param."""
     if not isinstance(schema, dict):
         return
-    cleaned = gemini.gemini_schema(schema)
+    try:
+        cleaned = gemini.gemini_schema(schema, "tools[0].function.parameters")
+    except GatewayError as error:
+        assert error.status == 400 and error.param == "tools[0].function.parameters"
+        assert error.code in ("schema_ref_cycle", "schema_too_large", "schema_too_deep")
+        return
     assert _schema_keys_ok(cleaned)
+    assert _nodes(cleaned) <= gemini_schema.MAX_SCHEMA_NODES
     orjson.dumps(cleaned)
+
+
+def doubling_refs(depth: int) -> dict:
+    """Each `$defs` entry refers to the next twice: inlined, it doubles at every level (2^depth copies)."""
+    defs = {f"d{i}": {"type": "object", "properties": {"a": {"$ref": f"#/$defs/d{i + 1}"},
+                                                       "b": {"$ref": f"#/$defs/d{i + 1}"}}} for i in range(depth)}
+    defs[f"d{depth}"] = {"type": "string"}
+    return {"type": "object", "$defs": defs, "properties": {"x": {"$ref": "#/$defs/d0"}}}
+
+
+async def test_gemini_ref_inlining_that_doubles_at_each_level_is_a_400_and_healthz_answers_meanwhile(
+        gateway, upstream):
+    """The 2.3 KB request that made the inlining exponential and stalled every client: now a 400 naming the tool,
+    decided within a fixed number of produced nodes, while /healthz answers."""
+    tools = [WEATHER, {"type": "function", "function": {"name": "deep", "parameters": doubling_refs(20)}}]
+    body = orjson.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}],
+                         "tools": tools})
+    assert len(body) < 2600
+    async with asyncio.timeout(BOUND):
+        chat, health = await asyncio.gather(gateway.post("/v2/chat/completions", data=body, headers=JSON),
+                                            gateway.get("/healthz"))
+        assert health.status == 200
+        assert chat.status == 400, await chat.text()
+        error = (await chat.json())["error"]
+    assert error["param"] == "tools[1].function.parameters" and error["code"] == "schema_too_large"
+    assert upstream.received == []
+
+
+async def test_gemini_recursive_ref_is_refused_naming_the_tool(gateway, upstream):
+    tree = {"type": "object", "$defs": {"Node": {"type": "object", "properties": {
+        "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}}}}}, "properties": {"root": {
+            "$ref": "#/$defs/Node"}}}
+    error = await rejected(gateway, upstream, {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        WEATHER, WEATHER, {"type": "function", "function": {"name": "tree", "parameters": tree}}]})
+    assert error["param"] == "tools[2].function.parameters" and error["code"] == "schema_ref_cycle"
+    assert "#/$defs/Node" in error["message"]
+
+
+async def test_gemini_long_ref_chain_is_refused_as_too_deep_not_a_500(gateway, upstream):
+    chain = {"$defs": {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(1500)}, "type": "object",
+             "properties": {"x": {"$ref": "#/$defs/d0"}}}
+    error = await rejected(gateway, upstream, {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "chain", "parameters": chain}}]})
+    assert error["param"] == "tools[0].function.parameters" and error["code"] == "schema_too_deep"
+
+
+async def test_gemini_text_copied_by_ref_inlining_is_bounded_too(gateway, upstream):
+    """Few nodes, but each copy of a definition carries its long description: the text is counted as well."""
+    long_text = "x" * 20_000
+    parameters = {"type": "object", "$defs": {"Big": {"type": "string", "description": long_text}},
+                  "properties": {f"p{i}": {"$ref": "#/$defs/Big"} for i in range(60)}}
+    error = await rejected(gateway, upstream, {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "big", "parameters": parameters}}]})
+    assert error["param"] == "tools[0].function.parameters" and error["code"] == "schema_too_large"
+
+
+async def test_gemini_response_schema_shares_the_requests_schema_budget(gateway, upstream):
+    half = doubling_refs(11)  # 8,191 nodes: one fits, two do not
+    assert gemini.gemini_schema(half)
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": half}}
+    error = await rejected(gateway, upstream, {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": doubling_refs(11)}}],
+        "response_format": response_format})
+    assert error["param"] == "response_format.json_schema.schema" and error["code"] == "schema_too_large"
 
 
 @pytest.mark.parametrize(("tool_choice", "config", "declared"), [

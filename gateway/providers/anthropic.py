@@ -16,6 +16,7 @@ from ..context import RequestContext
 from ..errors import invalid_param, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, json_object, stream_error
+from ..validation.common import nested_deeper_than, too_deep
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -83,6 +84,8 @@ def _arguments(call: dict, where: str) -> dict:
         raise invalid_param(f"{where}.function.arguments", "tool call arguments must be a JSON object") from None
     if not isinstance(value, dict):
         raise invalid_param(f"{where}.function.arguments", "tool call arguments must be a JSON object")
+    if nested_deeper_than(value):  # JSON inside a string: the body's own nesting check did not see it
+        raise too_deep(f"{where}.function.arguments", "a tool call's arguments")
     return value
 
 

@@ -16,6 +16,7 @@ import orjson
 from ..context import RequestContext
 
 _PIECES = re.compile(r"\s*\S+")
+MAX_PIECES = 4096  # the demo model's longest answer, as a real model has one: past it, finish_reason "length"
 
 
 def _text_of(content: Any) -> str:
@@ -34,10 +35,12 @@ def _prompt_text(ctx: RequestContext) -> str:
 
 
 def _sample(schema: Any, text: str) -> Any:
+    """A value for `schema`. Schemas are client data: a keyword of the wrong type is ignored."""
     if not isinstance(schema, dict):
         return text
-    if schema.get("enum"):
-        return schema["enum"][0]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
@@ -53,9 +56,14 @@ def _sample(schema: Any, text: str) -> Any:
 
 
 def _arguments(schema: dict, text: str) -> dict:
-    properties = schema.get("properties") or {}
-    names = schema.get("required") or list(properties)
-    return {name: _sample(properties.get(name), text) for name in names}
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        properties = {}
+    required = schema.get("required")
+    names = required if isinstance(required, list) and required else list(properties)
+    # each name once: a name repeated in `required` must not sample its schema again (at every level)
+    return {name: _sample(properties.get(name), text) for name in dict.fromkeys(n for n in names
+                                                                                 if isinstance(n, str))}
 
 
 def _chosen_tool(ctx: RequestContext) -> dict | None:
@@ -107,7 +115,8 @@ async def stream(ctx: RequestContext) -> AsyncIterator[dict]:
     else:
         pieces = _PIECES.findall(_reply(ctx))
         finish = "stop"
-    if limit is not None and len(pieces) > limit:
+    limit = MAX_PIECES if limit is None else min(limit, MAX_PIECES)
+    if len(pieces) > limit:
         pieces, finish = pieces[:limit], "length"
 
     for index in range(ctx.choices):

@@ -25,6 +25,8 @@ from ..context import RequestContext
 from ..errors import GatewayError, invalid_param, redact, upstream_bad_stream, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, stream_error
+from ..validation.common import nested_deeper_than, too_deep
+from .gemini_schema import SchemaBudget, gemini_schema, parameters_schema
 
 # A model name goes into the URL path: nothing that could leave /v1beta/models/ or start a query.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
@@ -53,12 +55,6 @@ _FINISH_REASONS = {
 # The model tried to call a tool and failed: the turn holds no usable call, so "stop" would be a lie.
 _FAILED_CALL_REASONS = frozenset({"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"})
 
-# JSON Schema keywords Gemini's Schema (an OpenAPI 3.0 subset) accepts and that are copied as they are.
-_SCHEMA_PLAIN_KEYS = ("description", "minItems", "maxItems", "minLength", "maxLength", "minProperties",
-                      "maxProperties", "minimum", "maximum", "pattern")
-_FORMATS = {"string": frozenset({"enum", "date-time"}), "integer": frozenset({"int32", "int64"}),
-            "number": frozenset({"float", "double"})}
-
 
 # ---------------------------------------------------------------------------------------------------
 # The request
@@ -84,6 +80,7 @@ def checked_model(model: str) -> str:
 
 def request_body(body: dict, endpoint: str) -> dict:
     """The GenerateContentRequest for an OpenAI chat or completions body."""
+    budget = SchemaBudget()  # one for the request: its tools' schemas and its response schema together
     if endpoint == "completions":
         prompt = body["prompt"]
         text = prompt if isinstance(prompt, str) else "\n".join(prompt)
@@ -93,12 +90,12 @@ def request_body(body: dict, endpoint: str) -> dict:
         out = {"contents": contents}
         if system:
             out["systemInstruction"] = {"parts": system}
-        tools, tool_config = convert_tools(body.get("tools"), body.get("tool_choice"))
+        tools, tool_config = convert_tools(body.get("tools"), body.get("tool_choice"), budget)
         if tools:
             out["tools"] = tools
             if tool_config:
                 out["toolConfig"] = tool_config
-    config = generation_config(body)
+    config = generation_config(body, budget)
     if config:
         out["generationConfig"] = config
     return out
@@ -236,6 +233,8 @@ def _arguments(arguments: Any, where: str) -> dict:
         parsed = None
     if not isinstance(parsed, dict):
         raise invalid_param(where, f"'{where}' must be a JSON object in a string: Gemini needs the arguments parsed")
+    if nested_deeper_than(parsed):  # JSON inside a string: the body's own nesting check did not see it
+        raise too_deep(where, "a tool call's arguments")
     return parsed
 
 
@@ -250,25 +249,29 @@ def _tool_response(message: dict, where: str, call_names: dict[str, str]) -> dic
 
 
 def _response_object(text: str) -> dict:
-    """A tool's JSON object result goes as it is; anything else is wrapped, since Gemini wants an object."""
+    """A tool's JSON object result goes as it is; anything else (or an object nested too deep to send) is
+    wrapped, since Gemini wants an object."""
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError:
         parsed = None
-    return parsed if isinstance(parsed, dict) else {"content": text}
+    if isinstance(parsed, dict) and not nested_deeper_than(parsed):
+        return parsed
+    return {"content": text}
 
 
-def convert_tools(tools: Any, tool_choice: Any) -> tuple[list, dict | None]:
+def convert_tools(tools: Any, tool_choice: Any, budget: SchemaBudget | None = None) -> tuple[list, dict | None]:
     """(tools, toolConfig) from OpenAI's function tools and tool_choice."""
     if not tools:
         return [], None
     declarations = []
-    for tool in tools:
+    budget = budget or SchemaBudget()
+    for i, tool in enumerate(tools):
         function = tool["function"]
         declaration: dict = {"name": function["name"]}
         if isinstance(function.get("description"), str):
             declaration["description"] = function["description"]
-        parameters = parameters_schema(function.get("parameters"))
+        parameters = parameters_schema(function.get("parameters"), f"tools[{i}].function.parameters", budget)
         if parameters is not None:
             declaration["parameters"] = parameters
         declarations.append(declaration)
@@ -300,137 +303,7 @@ def _function_calling_config(choice: Any) -> tuple[dict | None, set[str] | None]
                         "or allowed_tools")
 
 
-def parameters_schema(schema: Any) -> dict | None:
-    """A function's parameters for Gemini; None (no parameters) for an object without properties,
-    which Gemini rejects."""
-    if not isinstance(schema, dict):
-        return None
-    cleaned = gemini_schema(schema)
-    if not cleaned or (cleaned.get("type") == "object" and not cleaned.get("properties")):
-        return None
-    return cleaned
-
-
-def gemini_schema(schema: dict) -> dict:
-    """A JSON Schema rewritten into the OpenAPI subset Gemini accepts.
-
-    Local `$ref`s are inlined (a recursive one becomes a plain object), `type: [X, "null"]` and
-    `anyOf: [X, {type: null}]` become `nullable`, `const` becomes a one-value enum, and keywords
-    Gemini rejects (`$schema`, `additionalProperties`, `default`, `examples`, `title`...) are dropped.
-    Property names are data, not keywords: a property called "title" stays.
-    """
-    definitions: dict = {}
-    for key in ("definitions", "$defs"):
-        if isinstance(schema.get(key), dict):
-            definitions.update(schema[key])
-    return _schema(schema, definitions, ())
-
-
-def _schema(schema: Any, definitions: dict, refs: tuple[str, ...]) -> dict:
-    if not isinstance(schema, dict):
-        return {}
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rsplit("/", 1)[-1] if ref.startswith(("#/$defs/", "#/definitions/")) else None
-        target = definitions.get(name) if name else None
-        out = {"type": "object"} if target is None or ref in refs else _schema(target, definitions, refs + (ref,))
-        if isinstance(schema.get("description"), str):
-            out["description"] = schema["description"]
-        return out
-    all_of = schema.get("allOf")
-    if isinstance(all_of, list) and all_of:
-        schema = _merged([_schema(s, definitions, refs) for s in all_of]
-                         + [{k: v for k, v in schema.items() if k != "allOf"}])
-    out: dict = {}
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kinds = [k for k in kind if k != "null"]
-        if len(kinds) < len(kind):
-            out["nullable"] = True
-        if len(kinds) == 1:
-            out["type"] = kinds[0]
-        elif kinds:
-            out["anyOf"] = [{"type": k} for k in kinds]
-    elif kind == "null":
-        out["nullable"] = True
-    elif isinstance(kind, str):
-        out["type"] = kind
-    variants = schema.get("anyOf") or schema.get("oneOf")
-    if isinstance(variants, list) and variants:
-        _add_variants(out, variants, definitions, refs)
-    for key in _SCHEMA_PLAIN_KEYS:
-        if key in schema:
-            out[key] = schema[key]
-    if schema.get("nullable") is True:
-        out["nullable"] = True
-    _add_enum(out, schema)
-    fmt = schema.get("format")
-    if isinstance(fmt, str) and fmt in _FORMATS.get(out.get("type"), ()):
-        out["format"] = fmt
-    properties = schema.get("properties")
-    if isinstance(properties, dict):
-        out["properties"] = {name: _schema(value, definitions, refs) for name, value in properties.items()}
-        listed = schema.get("required")
-        required = [name for name in listed if isinstance(name, str) and name in properties] \
-            if isinstance(listed, list) else []
-        if required:
-            out["required"] = required
-    items = schema.get("items")
-    if isinstance(items, dict):
-        out["items"] = _schema(items, definitions, refs)
-    elif isinstance(items, list) and items:
-        out["items"] = {"anyOf": [_schema(s, definitions, refs) for s in items]}
-    return out
-
-
-def _merged(schemas: list[dict]) -> dict:
-    """allOf as one schema: later keys win, properties and required add up."""
-    out: dict = {}
-    properties: dict = {}
-    required: list = []
-    for schema in schemas:
-        if isinstance(schema.get("properties"), dict):
-            properties.update(schema["properties"])
-        if isinstance(schema.get("required"), list):
-            required.extend(r for r in schema["required"] if isinstance(r, str) and r not in required)
-        out.update({k: v for k, v in schema.items() if k not in ("properties", "required")})
-    if properties:
-        out["properties"] = properties
-    if required:
-        out["required"] = required
-    return out
-
-
-def _add_variants(out: dict, variants: list, definitions: dict, refs: tuple[str, ...]) -> None:
-    kept = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
-    if len(kept) < len(variants):
-        out["nullable"] = True
-    cleaned = [_schema(v, definitions, refs) for v in kept]
-    if len(cleaned) == 1:
-        nullable = out.get("nullable")
-        out.update(cleaned[0])
-        if nullable:
-            out["nullable"] = True
-    elif cleaned:
-        out["anyOf"] = cleaned
-
-
-def _add_enum(out: dict, schema: dict) -> None:
-    values = [schema["const"]] if "const" in schema else schema.get("enum")
-    if not isinstance(values, list) or not values:
-        return
-    if None in values:
-        out["nullable"] = True
-        values = [v for v in values if v is not None]
-    if values and all(isinstance(v, str) for v in values):
-        out["enum"] = values
-        out.setdefault("type", "string")
-    elif values:  # Gemini's enums are strings only: keep the allowed values where the model reads them
-        listed = ", ".join(orjson.dumps(v).decode() for v in values)
-        out["description"] = f"{out.get('description', '')} (one of: {listed})".lstrip()
-
-
-def generation_config(body: dict) -> dict:
+def generation_config(body: dict, budget: SchemaBudget | None = None) -> dict:
     config: dict = {}
     for param, key in (("temperature", "temperature"), ("top_p", "topP"), ("presence_penalty", "presencePenalty"),
                        ("frequency_penalty", "frequencyPenalty"), ("n", "candidateCount")):
@@ -447,7 +320,7 @@ def generation_config(body: dict) -> dict:
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise invalid_param("seed", "'seed' must be an integer", "invalid_type")
         config["seed"] = seed
-    config.update(_response_format(body.get("response_format")))
+    config.update(_response_format(body.get("response_format"), budget or SchemaBudget()))
     effort = body.get("reasoning_effort")
     if effort is not None:
         if effort not in THINKING_BUDGETS:
@@ -459,7 +332,7 @@ def generation_config(body: dict) -> dict:
     return config
 
 
-def _response_format(response_format: Any) -> dict:
+def _response_format(response_format: Any, budget: SchemaBudget) -> dict:
     if response_format is None:
         return {}
     kind = response_format.get("type") if isinstance(response_format, dict) else None
@@ -470,7 +343,8 @@ def _response_format(response_format: Any) -> dict:
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
         if isinstance(schema, dict):
-            return {"responseMimeType": "application/json", "responseSchema": gemini_schema(schema)}
+            return {"responseMimeType": "application/json", "responseSchema": gemini_schema(
+                schema, "response_format.json_schema.schema", budget)}
         return {"responseMimeType": "application/json"}
     raise invalid_param("response_format.type", "'response_format.type' must be 'text', 'json_object' or 'json_schema'")
 

@@ -1,0 +1,36 @@
+"""Checks client bodies for /chat/completions and /completions before any provider adapter reads them.
+
+One validation for every provider: each field an adapter reads is checked for its shape here, and each
+problem is a 400 in OpenAI's error shape naming its `param`. The body's nesting is checked first
+(at most MAX_NESTING levels), then the model name (at most MAX_MODEL_LENGTH characters, no control
+characters), then the fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import invalid_param
+from .chat import ROLES, check_chat_fields
+from .common import MAX_MODEL_LENGTH, MAX_N, MAX_NESTING, check_common
+
+__all__ = ["MAX_MODEL_LENGTH", "MAX_N", "MAX_NESTING", "ROLES", "validate_chat", "validate_completion"]
+
+
+def validate_chat(body: Any) -> dict:
+    body = check_common(body)
+    check_chat_fields(body)
+    return body
+
+
+def validate_completion(body: Any) -> dict:
+    body = check_common(body)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise invalid_param("prompt", "you must provide a prompt parameter", "missing_required_parameter")
+    if isinstance(prompt, list):
+        if not prompt or not all(isinstance(p, str) for p in prompt):
+            raise invalid_param("prompt", "'prompt' must be a string or a non-empty array of strings", "invalid_type")
+    elif not isinstance(prompt, str):
+        raise invalid_param("prompt", "'prompt' must be a string or an array of strings", "invalid_type")
+    return body
