@@ -29,6 +29,7 @@ class Timeouts:
     first_byte: float = 120.0
     idle: float = 60.0
     total: float = 600.0
+    max_silence: float = 300.0  # seconds without an event; comments (": ping") do not count
 
 
 @dataclass(frozen=True)
@@ -472,7 +473,7 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
         else:
             provider.models = tuple(models)
     if "timeouts" in raw:
-        values = v.mapping(raw["timeouts"], f"{path}.timeouts", ("connect", "first_byte", "idle", "total"))
+        values = v.mapping(raw["timeouts"], f"{path}.timeouts", tuple(Timeouts.__annotations__))
         checked = {k: v.number(values[k], f"{path}.timeouts.{k}") for k in values if k in Timeouts.__annotations__}
         provider.timeouts = Timeouts(**{k: float(x) for k, x in checked.items() if x is not None})
     if "headers" in raw:
