@@ -80,6 +80,7 @@ class ServerConfig:
     sse_keepalive: float = 15.0
     max_body_bytes: int = 4 << 20
     shutdown_grace: float = 30.0
+    send_timeout: float = 30.0  # seconds a stream write may wait on a client that does not read
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
-                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace"))
+                           ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "send_timeout"))
     if "host" in raw_server and v.string(raw_server["host"], "server.host"):
         server.host = raw_server["host"]
     if "port" in raw_server:
@@ -277,7 +278,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             loader.problem("server.port", "must be at most 65535")
         elif port is not None:
             server.port = port
-    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace"):
+    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace", "send_timeout"):
         if key in raw_server:
             number = v.number(raw_server[key], f"server.{key}", integer=key == "max_body_bytes")
             if number is not None:

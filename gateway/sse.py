@@ -126,31 +126,57 @@ KEEPALIVE_COMMENT = b": keep-alive\n\n"
 
 
 class EventStream(EventSourceResponse):
-    """aiohttp-sse's response (headers, chunked encoding, send timeout against stalled clients)
-    writing pre-encoded events, with a keep-alive comment only after `keepalive` seconds of silence."""
+    """aiohttp-sse's response (headers, chunked encoding) writing pre-encoded events, with a keep-alive
+    comment only after `keepalive` seconds of silence, and a client that does not take a write within
+    `send_timeout` seconds dropped as too slow (`too_slow` set, connection aborted: the blocked write
+    raises ConnectionResetError). One task per stream watches both; writes only record the time."""
 
-    def __init__(self, keepalive: float, send_timeout: float | None = 120.0) -> None:
+    def __init__(self, keepalive: float, send_timeout: float = 30.0) -> None:
         super().__init__(sep="\n", ping_interval=keepalive, send_timeout=send_timeout, allow_all_methods=True)
-        self._last_write = 0.0
         self._loop = asyncio.get_running_loop()
+        self._last_write = 0.0
+        self._writing_since: float | None = None  # when the write in progress began
+        self.too_slow = False
 
     async def write_event(self, event: bytes) -> None:
-        self._last_write = self._loop.time()
-        await self.write(event)
+        self._last_write = self._writing_since = self._loop.time()
+        try:
+            await self.write(event)
+        finally:
+            self._writing_since = None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        self._writing_since = self._loop.time()  # its flush waits on the client too
+        try:
+            await super().write_eof(data)
+        finally:
+            self._writing_since = None
+
+    def _drop_slow_client(self) -> None:
+        self.too_slow = True
+        self._abort_transport()
 
     async def _ping(self) -> None:  # replaces aiohttp-sse's fixed-rate ping
         loop = self._loop
         interval = self._ping_interval
+        send_timeout = self._send_timeout
         self._last_write = loop.time()
         while True:
-            await asyncio.sleep(interval - (loop.time() - self._last_write))
-            if loop.time() - self._last_write < interval:
+            now = loop.time()
+            writing_since = self._writing_since
+            if writing_since is not None:  # a write waits for the client to read
+                if now - writing_since >= send_timeout:
+                    return self._drop_slow_client()
+                await asyncio.sleep(writing_since + send_timeout - now)
                 continue
-            try:
-                async with asyncio.timeout(self._send_timeout):
-                    await self.write_event(KEEPALIVE_COMMENT)
-            except TimeoutError:
-                self._abort_transport()
-                break
-            except (ConnectionResetError, RuntimeError):
-                break
+            if now - self._last_write >= interval:
+                try:
+                    async with asyncio.timeout(send_timeout):
+                        await self.write_event(KEEPALIVE_COMMENT)
+                except TimeoutError:
+                    return self._drop_slow_client()
+                except (ConnectionResetError, RuntimeError):
+                    return
+                continue
+            # wake for the next keep-alive, or in time to time out a write that begins meanwhile
+            await asyncio.sleep(min(self._last_write + interval - now, send_timeout))
