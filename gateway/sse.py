@@ -7,6 +7,7 @@ import asyncio
 from aiohttp_sse import EventSourceResponse
 
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEEvent:
@@ -37,12 +38,13 @@ class SSEDecoder:
     """Incremental decoder following the WHATWG event-stream rules.
 
     Accepts LF, CRLF and CR line ends, lines split anywhere across reads (multi-byte characters
-    included: only whole lines are ever decoded), comments, multi-line data and `event:` names.
+    included: only whole lines are ever decoded), comments, multi-line data, `event:` names, and a
+    leading byte order mark.
     Only the unfinished tail line is kept between reads; a line or an event over `max_event_bytes`
     raises SSEDecodeError instead of growing memory.
     """
 
-    __slots__ = ("max_event_bytes", "_partial", "_pending_cr", "_data", "_data_size", "_event", "_id")
+    __slots__ = ("max_event_bytes", "_partial", "_pending_cr", "_data", "_data_size", "_event", "_id", "_head")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.max_event_bytes = max_event_bytes
@@ -52,10 +54,15 @@ class SSEDecoder:
         self._data_size = 0
         self._event: str | None = None
         self._id: str | None = None
+        self._head: bytes | None = b""  # the stream's first bytes until a leading BOM is ruled out
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
+        if self._head is not None:
+            chunk = self._without_bom(chunk)
+            if not chunk:
+                return []
         if self._pending_cr:
             self._pending_cr = False
             if chunk[:1] == b"\n":
@@ -82,6 +89,15 @@ class SSEDecoder:
             if len(self._partial) > self.max_event_bytes:
                 raise SSEDecodeError(f"line longer than {self.max_event_bytes} bytes")
         return events
+
+    def _without_bom(self, chunk: bytes) -> bytes:
+        """The spec's decoding drops one leading U+FEFF; kept, it would hide the first field's name."""
+        head = self._head + chunk
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._head = head  # too short to tell yet
+            return b""
+        self._head = None
+        return head[len(_BOM):] if head.startswith(_BOM) else head
 
     def _line(self, line: bytes) -> SSEEvent | None:
         if not line:

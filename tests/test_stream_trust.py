@@ -4,11 +4,16 @@ as an empty success, or keep a stream open forever with comments alone."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import ConfigError, parse_config
+from gateway.sse import SSEDecoder
+from gateway.upstream import event_json
 from tests.conftest import gateway_yaml
 from tests.fakes.upstream import FakeUpstream, Reply, Sleep, chat_chunk, sse
 from tests.test_faults import assert_nothing_left, text_of
@@ -155,3 +160,35 @@ def test_max_silence_default_and_value():
     config = parse_config(gateway_yaml("http://127.0.0.1:1", timeouts="{max_silence: 42}"))
     assert config.providers["up"].timeouts.max_silence == 42
     assert parse_config(gateway_yaml("http://127.0.0.1:1")).providers["up"].timeouts.max_silence == 300
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.binary(max_size=6).map(lambda junk: bytes(b | 0x80 for b in junk)))
+def test_event_json_keeps_text_that_is_not_utf8_and_counts_it(text, junk):
+    """Bytes of 0x80 and up are never JSON syntax: whatever they are, the object and its text survive."""
+    state = SimpleNamespace(malformed=0)
+    raw = b'{"t": "' + orjson.dumps(text)[1:-1] + junk + b'"}'
+    payload = event_json(raw, state)
+    assert payload == {"t": text + junk.decode("utf-8", "replace")}
+    assert state.malformed == (0 if _is_utf8(junk) else 1)
+
+
+LINE_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), min_size=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(LINE_TEXT, min_size=1, max_size=5), st.data())
+def test_a_leading_bom_is_dropped_however_the_stream_is_split(texts, data):
+    stream = b"\xef\xbb\xbf" + b"".join(b"data: " + text.encode() + b"\n\n" for text in texts)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+    decoder = SSEDecoder()
+    events = [event for a, b in zip([0, *cuts], [*cuts, len(stream)]) for event in decoder.feed(stream[a:b])]
+    assert [event.data for event in events] == [text.encode() for text in texts]
