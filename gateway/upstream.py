@@ -277,13 +277,17 @@ class _ConnectionWatch:
     connection, kept across its reuses from the pool, so that its closed future gets one callback.
     """
 
-    __slots__ = ("protocol", "content", "provider", "__weakref__")
+    __slots__ = ("_protocol", "content", "provider")
 
     def __init__(self, protocol, closed: asyncio.Future) -> None:
-        self.protocol = protocol
+        self._protocol = weakref.ref(protocol)  # weak: _WATCHES must not keep its own key alive
         self.content: aiohttp.StreamReader | None = None  # the body being read on it now
         self.provider: ProviderConfig | None = None
         closed.add_done_callback(self._on_closed)
+
+    @property
+    def protocol(self):
+        return self._protocol()
 
     def _on_closed(self, closed: asyncio.Future) -> None:
         if not closed.cancelled():
@@ -404,7 +408,7 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest, p
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
         raise upstream_reset(name) from None
     except RuntimeError:
-        if watch is None or watch.protocol.is_connected():
+        if watch is None or watch.protocol is None or watch.protocol.is_connected():
             raise  # not aiohttp's "Connection closed." from a read
         raise _broken_connection(provider, watch.protocol) from None
     finally:
