@@ -261,11 +261,16 @@ def _redirected(provider: ProviderConfig, response: aiohttp.ClientResponse) -> G
                         type="upstream_error", code="upstream_redirect")
 
 
+def _framing(provider: ProviderConfig, error: HttpProcessingError) -> str:
+    """aiohttp's parser message, which may quote the provider's bytes: redacted and short."""
+    return _shown(provider, str(error.message or type(error).__name__))[:120]
+
+
 def _broken_connection(provider: ProviderConfig, protocol) -> GatewayError:
     """The connection closed under a body that had not ended: broken framing, or a plain reset."""
     cause = protocol.exception() if protocol is not None else None
     if isinstance(cause, HttpProcessingError):
-        return upstream_bad_stream(provider.name, f"invalid HTTP framing ({cause.message or type(cause).__name__})")
+        return upstream_bad_stream(provider.name, f"invalid HTTP framing ({_framing(provider, cause)})")
     return upstream_reset(provider.name)
 
 
@@ -404,7 +409,7 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest, p
     except TimeoutError:
         raise upstream_timeout(name, "total") from None
     except HttpProcessingError as exc:  # aiohttp's parser errors are not ClientErrors
-        raise upstream_bad_stream(name, f"invalid HTTP framing ({exc.message or type(exc).__name__})") from None
+        raise upstream_bad_stream(name, f"invalid HTTP framing ({_framing(provider, exc)})") from None
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
         raise upstream_reset(name) from None
     except RuntimeError:
