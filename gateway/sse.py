@@ -145,7 +145,7 @@ class EventStream(EventSourceResponse):
     """aiohttp-sse's response (headers, chunked encoding) writing pre-encoded events, with a keep-alive
     comment only after `keepalive` seconds of silence, and a client that does not take a write within
     `send_timeout` seconds dropped as too slow (`too_slow` set, connection aborted: the blocked write
-    raises ConnectionResetError). One task per stream watches both; writes only record the time."""
+    fails, or aiohttp cancels the handler). One task per stream watches both; writes only record the time."""
 
     def __init__(self, keepalive: float, send_timeout: float = 30.0) -> None:
         super().__init__(sep="\n", ping_interval=keepalive, send_timeout=send_timeout, allow_all_methods=True)
