@@ -32,6 +32,7 @@ class Timeouts:
     first_byte: float = 120.0
     idle: float = 60.0
     total: float = 600.0
+    max_silence: float = 300.0  # seconds without an event; comments (": ping") do not count
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class ServerConfig:
     max_body_bytes: int = 4 << 20
     shutdown_grace: float = 30.0
     request_timeout: float = 30.0  # seconds for a request's headers to arrive, and again for its body
+    send_timeout: float = 30.0  # seconds a stream write may wait on a client that does not read
     cors: CorsConfig | None = None  # off: no CORS header is sent, preflights get 405
     playground: bool | None = None  # None: on when serving on loopback
 
@@ -319,7 +321,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
                            ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout",
-                            "cors", "playground"))
+                            "send_timeout", "cors", "playground"))
     if "host" in raw_server and v.string(raw_server["host"], "server.host"):
         server.host = raw_server["host"]
     if "port" in raw_server:
@@ -328,7 +330,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             loader.problem("server.port", "must be at most 65535")
         elif port is not None:
             server.port = port
-    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout"):
+    for key in ("sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout", "send_timeout"):
         if key in raw_server:
             number = v.number(raw_server[key], f"server.{key}", integer=key == "max_body_bytes")
             if number is not None:
@@ -531,7 +533,7 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
         else:
             provider.models = tuple(models)
     if "timeouts" in raw:
-        values = v.mapping(raw["timeouts"], f"{path}.timeouts", ("connect", "first_byte", "idle", "total"))
+        values = v.mapping(raw["timeouts"], f"{path}.timeouts", tuple(Timeouts.__annotations__))
         checked = {k: v.number(values[k], f"{path}.timeouts.{k}") for k in values if k in Timeouts.__annotations__}
         provider.timeouts = Timeouts(**{k: float(x) for k, x in checked.items() if x is not None})
     if "headers" in raw:

@@ -34,7 +34,7 @@ _RETRY = frozenset({
     "upstream_truncated", "upstream_stream_error", "upstream_malformed",
 })
 # Failures that another provider may not have, but a second try at this one would: go to the next target.
-_NEXT = frozenset({"upstream_auth_failed", "upstream_not_found"})
+_NEXT = frozenset({"upstream_auth_failed", "upstream_not_found", "upstream_redirect"})
 _NOT_A_HEALTH_FAILURE = frozenset({"upstream_not_found"})  # a wrong model name, not a sick provider
 
 

@@ -19,7 +19,7 @@ async def is_flagged(session: aiohttp.ClientSession, service: ModerationService,
     counts as flagged when `on_error` is block, else as allowed."""
     try:
         async with asyncio.timeout(service.timeout):
-            async with session.post(service.url, data=orjson.dumps({"input": text}),
+            async with session.post(service.url, data=orjson.dumps({"input": text}), allow_redirects=False,
                                     headers={"Content-Type": "application/json"}) as response:
                 body = await response.read()
                 if response.status != 200:

@@ -165,9 +165,13 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
         await response.write_event(DONE_EVENT)
         await response.write_eof()
         return response, "ok"
-    except ConnectionResetError:  # the client went away while we wrote
-        return response or web.Response(status=499), "client_disconnected"
+    except ConnectionResetError:  # the client went away while we wrote, or did not read for send_timeout
+        outcome = "client_too_slow" if response is not None and response.too_slow else "client_disconnected"
+        return response or web.Response(status=499), outcome
     except asyncio.CancelledError:
+        if response is not None and response.too_slow:  # dropped for send_timeout: its connection is gone
+            asyncio.current_task().uncancel()
+            return response, "client_too_slow"
         if not request.app[IN_FLIGHT].ending:
             raise  # the client went away: nothing to tell it
         asyncio.current_task().uncancel()
@@ -191,7 +195,7 @@ def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
 
 
 async def _open(request: web.Request, ctx: RequestContext, keepalive: float) -> EventStream:
-    response = EventStream(keepalive)
+    response = EventStream(keepalive, request.app[CONFIG].server.send_timeout)
     response.headers["x-request-id"] = ctx.request_id
     response.headers.update(ctx.response_headers)
     await response.prepare(request)

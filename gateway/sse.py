@@ -7,6 +7,7 @@ import asyncio
 from aiohttp_sse import EventSourceResponse
 
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
 class SSEEvent:
@@ -37,12 +38,13 @@ class SSEDecoder:
     """Incremental decoder following the WHATWG event-stream rules.
 
     Accepts LF, CRLF and CR line ends, lines split anywhere across reads (multi-byte characters
-    included: only whole lines are ever decoded), comments, multi-line data and `event:` names.
+    included: only whole lines are ever decoded), comments, multi-line data, `event:` names, and a
+    leading byte order mark.
     Only the unfinished tail line is kept between reads; a line or an event over `max_event_bytes`
     raises SSEDecodeError instead of growing memory.
     """
 
-    __slots__ = ("max_event_bytes", "_partial", "_pending_cr", "_data", "_data_size", "_event", "_id")
+    __slots__ = ("max_event_bytes", "_partial", "_pending_cr", "_data", "_data_size", "_event", "_id", "_head")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.max_event_bytes = max_event_bytes
@@ -52,10 +54,15 @@ class SSEDecoder:
         self._data_size = 0
         self._event: str | None = None
         self._id: str | None = None
+        self._head: bytes | None = b""  # the stream's first bytes until a leading BOM is ruled out
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
+        if self._head is not None:
+            chunk = self._without_bom(chunk)
+            if not chunk:
+                return []
         if self._pending_cr:
             self._pending_cr = False
             if chunk[:1] == b"\n":
@@ -82,6 +89,15 @@ class SSEDecoder:
             if len(self._partial) > self.max_event_bytes:
                 raise SSEDecodeError(f"line longer than {self.max_event_bytes} bytes")
         return events
+
+    def _without_bom(self, chunk: bytes) -> bytes:
+        """The spec's decoding drops one leading U+FEFF; kept, it would hide the first field's name."""
+        head = self._head + chunk
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._head = head  # too short to tell yet
+            return b""
+        self._head = None
+        return head[len(_BOM):] if head.startswith(_BOM) else head
 
     def _line(self, line: bytes) -> SSEEvent | None:
         if not line:
@@ -126,31 +142,57 @@ KEEPALIVE_COMMENT = b": keep-alive\n\n"
 
 
 class EventStream(EventSourceResponse):
-    """aiohttp-sse's response (headers, chunked encoding, send timeout against stalled clients)
-    writing pre-encoded events, with a keep-alive comment only after `keepalive` seconds of silence."""
+    """aiohttp-sse's response (headers, chunked encoding) writing pre-encoded events, with a keep-alive
+    comment only after `keepalive` seconds of silence, and a client that does not take a write within
+    `send_timeout` seconds dropped as too slow (`too_slow` set, connection aborted: the blocked write
+    fails, or aiohttp cancels the handler). One task per stream watches both; writes only record the time."""
 
-    def __init__(self, keepalive: float, send_timeout: float | None = 120.0) -> None:
+    def __init__(self, keepalive: float, send_timeout: float = 30.0) -> None:
         super().__init__(sep="\n", ping_interval=keepalive, send_timeout=send_timeout, allow_all_methods=True)
-        self._last_write = 0.0
         self._loop = asyncio.get_running_loop()
+        self._last_write = 0.0
+        self._writing_since: float | None = None  # when the write in progress began
+        self.too_slow = False
 
     async def write_event(self, event: bytes) -> None:
-        self._last_write = self._loop.time()
-        await self.write(event)
+        self._last_write = self._writing_since = self._loop.time()
+        try:
+            await self.write(event)
+        finally:
+            self._writing_since = None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        self._writing_since = self._loop.time()  # its flush waits on the client too
+        try:
+            await super().write_eof(data)
+        finally:
+            self._writing_since = None
+
+    def _drop_slow_client(self) -> None:
+        self.too_slow = True
+        self._abort_transport()
 
     async def _ping(self) -> None:  # replaces aiohttp-sse's fixed-rate ping
         loop = self._loop
         interval = self._ping_interval
+        send_timeout = self._send_timeout
         self._last_write = loop.time()
         while True:
-            await asyncio.sleep(interval - (loop.time() - self._last_write))
-            if loop.time() - self._last_write < interval:
+            now = loop.time()
+            writing_since = self._writing_since
+            if writing_since is not None:  # a write waits for the client to read
+                if now - writing_since >= send_timeout:
+                    return self._drop_slow_client()
+                await asyncio.sleep(writing_since + send_timeout - now)
                 continue
-            try:
-                async with asyncio.timeout(self._send_timeout):
-                    await self.write_event(KEEPALIVE_COMMENT)
-            except TimeoutError:
-                self._abort_transport()
-                break
-            except (ConnectionResetError, RuntimeError):
-                break
+            if now - self._last_write >= interval:
+                try:
+                    async with asyncio.timeout(send_timeout):
+                        await self.write_event(KEEPALIVE_COMMENT)
+                except TimeoutError:
+                    return self._drop_slow_client()
+                except (ConnectionResetError, RuntimeError):
+                    return
+                continue
+            # wake for the next keep-alive, or in time to time out a write that begins meanwhile
+            await asyncio.sleep(min(self._last_write + interval - now, send_timeout))

@@ -1,20 +1,24 @@
 """Opening a provider's stream: the HTTP request, its timeouts, HTTP error mapping, and SSE decoding.
 
 Every way out of `sse_events` (end, error, timeout, cancellation, the consumer closing it) leaves the
-upstream connection either fully read and pooled, or closed at once.
+upstream connection either fully read and pooled, or closed at once; after the provider's end-of-stream
+event, pooled when its body ends, or closed if it does not end within END_GRACE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import ProviderConfig
+from .config import ProviderConfig, Timeouts
 from .errors import (
     GatewayError,
     redact,
@@ -28,6 +32,7 @@ from .sse import SSEDecodeError, SSEDecoder, SSEEvent
 ERROR_BODY_LIMIT = 64 * 1024
 PASSED_HEADERS = ("retry-after", "retry-after-ms")
 _MESSAGE_LIMIT = 500
+END_GRACE = 1.0  # seconds a connection may take to end its body after the provider's end-of-stream event
 
 
 @dataclass
@@ -37,44 +42,62 @@ class UpstreamRequest:
     body: bytes
 
 
+class Ending(Protocol):
+    done: bool  # the provider sent its end-of-stream event
+
+
 class _Expired(Exception):
     def __init__(self, which: str) -> None:
         self.which = which
 
 
 class _ReadWatchdog:
-    """One timer per stream for the idle, first-byte and total timeouts.
+    """One timer per stream for the idle, first-byte, silence and total timeouts.
 
     Reads only record the time (the hot path); the timer re-arms itself lazily, and on expiry
-    fails the pending read and closes the connection, whichever task is waiting on it.
+    fails the pending read and closes the connection, whichever task is waiting on it. While
+    `waiting_on_client` is set (the stream is suspended at its yield, the consumer busy, usually
+    writing to a slow client) the provider is not read, so neither idle nor silence can expire.
     """
 
-    __slots__ = ("_loop", "_response", "_first_byte", "_idle", "_deadline", "last_read", "got_data", "_handle")
+    __slots__ = ("_loop", "_response", "_first_byte", "_idle", "_max_silence", "_deadline", "last_read",
+                 "last_event", "got_data", "waiting_on_client", "_handle")
 
-    def __init__(self, response: aiohttp.ClientResponse, first_byte: float, idle: float, deadline: float) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, timeouts: Timeouts, deadline: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._response = response
-        self._first_byte = first_byte
-        self._idle = idle
+        self._first_byte = timeouts.first_byte
+        self._idle = timeouts.idle
+        self._max_silence = timeouts.max_silence
         self._deadline = deadline
-        self.last_read = self._loop.time()
+        self.last_read = self.last_event = self._loop.time()
         self.got_data = False
-        self._handle = self._loop.call_at(min(self.last_read + first_byte, deadline), self._check)
+        self.waiting_on_client = False
+        self._handle = self._loop.call_at(self._next_check(), self._check)
+
+    def _next_check(self) -> float:
+        read_limit = self.last_read + (self._idle if self.got_data else self._first_byte)
+        return min(read_limit, self.last_event + self._max_silence, self._deadline)
 
     def _check(self) -> None:
         now = self._loop.time()
         if now >= self._deadline:
             return self._expire("total")
-        limit = self.last_read + (self._idle if self.got_data else self._first_byte)
-        if now >= limit:
+        if self.waiting_on_client:  # time spent on the client is not the provider's
+            self._handle = self._loop.call_at(min(now + min(self._idle, self._max_silence), self._deadline),
+                                              self._check)
+            return
+        if now >= self.last_read + (self._idle if self.got_data else self._first_byte):
             return self._expire("idle" if self.got_data else "first_byte")
-        self._handle = self._loop.call_at(min(limit, self._deadline), self._check)
+        if now >= self.last_event + self._max_silence:
+            return self._expire("silence")
+        self._handle = self._loop.call_at(self._next_check(), self._check)
 
     def first_data(self) -> None:
         """The body began: from now on the idle timeout applies, which may be shorter than first_byte."""
         self.got_data = True
         self._handle.cancel()
-        self._handle = self._loop.call_at(min(self.last_read + self._idle, self._deadline), self._check)
+        self._handle = self._loop.call_at(self._next_check(), self._check)
 
     def _expire(self, which: str) -> None:
         self._response.content.set_exception(_Expired(which))
@@ -181,20 +204,146 @@ def stream_error(provider: ProviderConfig, payload: object) -> GatewayError:
     return error
 
 
-def json_object(data: bytes, state) -> dict | None:
-    """An event's JSON object; anything else is counted on `state.malformed` and skipped."""
+def event_json(data: bytes, state) -> object:
+    """An event's JSON value; None, counted on `state.malformed`, when it is not JSON or is null.
+
+    Text that is not valid UTF-8 is decoded with U+FFFD in place of the bad bytes, as SSE decoding
+    does, and counted as malformed too: the answer keeps its text (and `on_malformed: error` fails
+    the try), where dropping the event would make a silent, empty success.
+    """
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
-        payload = None
+        payload = _repaired(data)
+        state.malformed += 1
+        return payload
+    if payload is None:
+        state.malformed += 1
+    return payload
+
+
+def _repaired(data: bytes) -> object:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            return orjson.loads(data.decode("utf-8", "replace"))
+        except orjson.JSONDecodeError:
+            return None
+    return None  # valid text, not JSON
+
+
+def json_object(data: bytes, state) -> dict | None:
+    """An event's JSON object; anything else is counted on `state.malformed` and skipped."""
+    payload = event_json(data, state)
     if isinstance(payload, dict):
         return payload
-    state.malformed += 1
+    if payload is not None:
+        state.malformed += 1
     return None
 
 
-async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,
-                     provider: ProviderConfig) -> AsyncIterator[SSEEvent]:
+def _timed_out(provider: ProviderConfig, which: str) -> GatewayError:
+    if which != "silence":
+        return upstream_timeout(provider.name, which)
+    return GatewayError(504, f"provider '{provider.name}' sent no event for {provider.timeouts.max_silence:g} s "
+                        "(comments do not count: timeouts.max_silence)", type="timeout_error",
+                        code="upstream_silence_timeout")
+
+
+def _redirected(provider: ProviderConfig, response: aiohttp.ClientResponse) -> GatewayError:
+    """A 3xx is not followed: the prompt and the provider's credentials must not go to another address."""
+    location = response.headers.get("Location", "")
+    target = location.split("?", 1)[0].split("#", 1)[0][:200]  # a query may hold a key or a token
+    shown = f" to {redact(target, provider.secrets)}" if target else ""
+    return GatewayError(502, f"provider '{provider.name}' answered a redirect (HTTP {response.status}){shown}; "
+                        "the gateway does not follow redirects for provider calls: check its base_url",
+                        type="upstream_error", code="upstream_redirect")
+
+
+def _framing(provider: ProviderConfig, error: HttpProcessingError) -> str:
+    """aiohttp's parser message, which may quote the provider's bytes: redacted and short."""
+    return _shown(provider, str(error.message or type(error).__name__))[:120]
+
+
+def _broken_connection(provider: ProviderConfig, protocol) -> GatewayError:
+    """The connection closed under a body that had not ended: broken framing, or a plain reset."""
+    cause = protocol.exception() if protocol is not None else None
+    if isinstance(cause, HttpProcessingError):
+        return upstream_bad_stream(provider.name, f"invalid HTTP framing ({_framing(provider, cause)})")
+    return upstream_reset(provider.name)
+
+
+class _ConnectionWatch:
+    """Fails the pending body read when the connection closes under a body that has not ended.
+
+    aiohttp closes the connection on a framing error (a bad chunk size line) without waking the
+    body's reader, which then waits for a timeout, or later gets a bare RuntimeError. One watch per
+    connection, kept across its reuses from the pool, so that its closed future gets one callback.
+    """
+
+    __slots__ = ("_protocol", "content", "provider")
+
+    def __init__(self, protocol, closed: asyncio.Future) -> None:
+        self._protocol = weakref.ref(protocol)  # weak: _WATCHES must not keep its own key alive
+        self.content: aiohttp.StreamReader | None = None  # the body being read on it now
+        self.provider: ProviderConfig | None = None
+        closed.add_done_callback(self._on_closed)
+
+    @property
+    def protocol(self):
+        return self._protocol()
+
+    def _on_closed(self, closed: asyncio.Future) -> None:
+        if not closed.cancelled():
+            closed.exception()  # retrieved: a pooled connection that dies is no error of anyone's
+        content = self.content
+        if content is not None and not content.is_eof() and content.exception() is None:
+            content.set_exception(_broken_connection(self.provider, self.protocol))
+
+
+_WATCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _watch(response: aiohttp.ClientResponse, provider: ProviderConfig) -> _ConnectionWatch | None:
+    connection = response.connection  # None when the whole body came with the headers
+    protocol = connection.protocol if connection is not None else None
+    if protocol is None:
+        return None
+    watch = _WATCHES.get(protocol)
+    if watch is None:
+        closed = protocol.closed
+        if closed is None:  # already lost: the body's reader has been told
+            return None
+        watch = _WATCHES[protocol] = _ConnectionWatch(protocol, closed)
+    watch.content, watch.provider = response.content, provider
+    return watch
+
+
+async def _error_body(content: aiohttp.StreamReader) -> bytes:
+    """Up to ERROR_BODY_LIMIT bytes of an error body, however it is split across reads."""
+    body = bytearray()
+    while len(body) < ERROR_BODY_LIMIT:
+        data = await content.readany()
+        if not data:
+            break
+        body += data
+    return bytes(body[:ERROR_BODY_LIMIT])
+
+
+def _release_when_complete(response: aiohttp.ClientResponse, loop: asyncio.AbstractEventLoop) -> None:
+    """After the provider's end-of-stream event: the connection goes back to the pool as soon as its
+    body ends (aiohttp releases it at the body's end), or is closed if the provider holds it open."""
+    if response.content.is_eof():
+        response.release()
+    else:
+        loop.call_later(END_GRACE, response.close)  # a no-op once the body ended and the connection was released
+
+
+async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest, provider: ProviderConfig,
+                     ending: Ending | None = None) -> AsyncIterator[SSEEvent]:
+    """The provider's SSE events. A consumer that stops once `ending.done` is set (the provider's
+    end-of-stream event) does not wait for the connection to end: it is released or closed."""
     timeouts = provider.timeouts
     name = provider.name
     loop = asyncio.get_running_loop()
@@ -206,6 +355,7 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,
                 data=request.body,
                 headers=request.headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+                allow_redirects=False,
             )
     except TimeoutError:
         raise upstream_timeout(name, "total" if timeouts.total <= timeouts.first_byte else "first_byte") from None
@@ -220,17 +370,22 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,
 
     finished = False
     watchdog: _ReadWatchdog | None = None
+    watch = _watch(response, provider)
     try:
+        watchdog = _ReadWatchdog(response, timeouts, deadline)
+        if 300 <= response.status < 400:
+            raise _redirected(provider, response)
         if response.status != 200:
-            async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                body = await response.content.read(ERROR_BODY_LIMIT)
+            try:
+                body = await _error_body(response.content)
+            except (_Expired, GatewayError, HttpProcessingError, aiohttp.ClientError, RuntimeError):
+                body = b""  # the status says enough
             raise http_error(provider, response.status, body, response.headers)
         content_type = response.headers.get("Content-Type", "")
         if not content_type.startswith("text/event-stream"):
             raise upstream_bad_stream(name, f"expected text/event-stream, got '{content_type[:60] or 'nothing'}'")
 
         decoder = SSEDecoder(provider.max_event_bytes)
-        watchdog = _ReadWatchdog(response, timeouts.first_byte, timeouts.idle, deadline)
         content = response.content
         while True:
             data = await content.readany()
@@ -239,21 +394,36 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest,
             watchdog.last_read = loop.time()
             if not watchdog.got_data:
                 watchdog.first_data()
-            for event in decoder.feed(data):
-                yield event
+            events = decoder.feed(data)
+            if events:
+                watchdog.waiting_on_client = True
+                for event in events:
+                    yield event
+                watchdog.waiting_on_client = False
+                watchdog.last_read = watchdog.last_event = loop.time()
         finished = True
     except _Expired as exc:
-        raise upstream_timeout(name, exc.which) from None
+        raise _timed_out(provider, exc.which) from None
     except SSEDecodeError as exc:
         raise upstream_bad_stream(name, str(exc)) from None
     except TimeoutError:
         raise upstream_timeout(name, "total") from None
+    except HttpProcessingError as exc:  # aiohttp's parser errors are not ClientErrors
+        raise upstream_bad_stream(name, f"invalid HTTP framing ({_framing(provider, exc)})") from None
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
         raise upstream_reset(name) from None
+    except RuntimeError:
+        if watch is None or watch.protocol is None or watch.protocol.is_connected():
+            raise  # not aiohttp's "Connection closed." from a read
+        raise _broken_connection(provider, watch.protocol) from None
     finally:
+        if watch is not None:
+            watch.content = None
         if watchdog is not None:
             watchdog.cancel()
         if finished:
             response.release()
+        elif ending is not None and ending.done:
+            _release_when_complete(response, loop)
         else:
             response.close()

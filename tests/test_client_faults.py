@@ -7,12 +7,16 @@ connection held, no task left behind. Conditions are awaited with a generous bou
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import aiohttp
 import orjson
 import pytest
 
+from gateway.app import create_app
+from gateway.config import ConfigError, parse_config
+from tests.conftest import gateway_yaml
 from tests.fakes.upstream import Reply, Wait, chat_chunk, sse
 
 CHAT = {"model": "up/gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
@@ -195,3 +199,80 @@ async def test_a_client_that_stops_reading_holds_the_upstream_back(upstream, gat
     check_whole_answer(body, chunks, piece)
     assert upstream.completed == 1
     await assert_nothing_left(gateway, tasks_before)
+
+
+async def provider_health(gateway) -> dict:
+    return (await (await gateway.get("/healthz?verbose=1")).json())["providers"]["up"]
+
+
+def quiescent_check(upstream, gateway):
+    def gateway_connections() -> list:
+        return gateway.server.runner.server.connections
+
+    async def quiescent() -> bool:
+        if not (upstream.writing_paused() and any(c.writing_paused for c in gateway_connections())):
+            return False
+        written = upstream.bytes_written
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return upstream.bytes_written == written
+
+    return quiescent
+
+
+async def test_a_client_that_stops_reading_does_not_count_against_the_provider(upstream, make_gateway):
+    """The upstream read waits while the gateway waits on the client: that is not the provider being idle.
+    One failure would put the provider in a cooldown here, so one wrong timeout would show."""
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 0.3, idle: 0.3, max_silence: 0.3, total: 60}",
+                                 resilience="retry: {attempts: 1}\n    health: {max_failures: 1, cooldown: 60}")
+    chunks, piece = 4000, "x" * 4000
+    reply, _ = long_stream(chunks, piece)
+    upstream.queue(reply)
+    tasks_before = tasks_now()
+    async with slow_client() as client:
+        async with client.post(gateway.make_url("/v2/chat/completions"), json=CHAT) as response:
+            assert response.status == 200
+            await eventually(quiescent_check(upstream, gateway), "the upstream and the gateway held back")
+            await asyncio.sleep(1.5)  # five idle (and silence) timeouts pass while the client reads nothing
+            assert (await provider_health(gateway))["state"] == "ok"
+            async with asyncio.timeout(BOUND * 3):
+                body = await response.content.read()
+    assert b'"error"' not in body[-1000:], body[-1000:]
+    check_whole_answer(body, chunks, piece)
+    health = await provider_health(gateway)
+    assert health["state"] == "ok" and health["failures"] == 0 and health["successes"] == 1
+    await assert_nothing_left(gateway, tasks_before)
+
+
+async def test_a_client_that_does_not_read_within_send_timeout_is_dropped(upstream, aiohttp_client, caplog):
+    yaml = gateway_yaml(upstream.url, resilience="retry: {attempts: 1}\n    health: {max_failures: 1, cooldown: 60}")
+    yaml = yaml.replace("max_body_bytes: 65536", "max_body_bytes: 65536, send_timeout: 0.5")
+    gateway = await aiohttp_client(create_app(parse_config(yaml)))
+    reply, total = long_stream(4000, "x" * 4000)
+    upstream.queue(reply)
+    tasks_before = tasks_now()
+    caplog.set_level(logging.INFO, logger="gateway")
+    async with slow_client() as client:
+        async with client.post(gateway.make_url("/v2/chat/completions"), json=CHAT) as response:
+            assert response.status == 200
+            # the client reads nothing more; the idle timeout (5 s) is not what ends this
+            await asyncio.wait_for(upstream.cut_off_event.wait(), BOUND)  # the upstream call was cancelled
+    assert upstream.completed == 0 and upstream.bytes_written < total
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request ")]
+    assert any("outcome=client_too_slow" in line for line in lines), lines
+    health = await provider_health(gateway)
+    assert health["state"] == "ok" and health["failures"] == 0
+    await assert_nothing_left(gateway, tasks_before)
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon"])
+def test_send_timeout_is_validated(value):
+    yaml = gateway_yaml("http://127.0.0.1:1").replace("max_body_bytes: 65536",
+                                                      f"max_body_bytes: 65536, send_timeout: {value}")
+    with pytest.raises(ConfigError) as raised:
+        parse_config(yaml)
+    assert "server.send_timeout" in str(raised.value)
+
+
+def test_send_timeout_default():
+    assert parse_config(gateway_yaml("http://127.0.0.1:1")).server.send_timeout == 30

@@ -2,7 +2,9 @@
 
 An HTTP adapter module provides:
 - `build_request(ctx) -> UpstreamRequest`: the upstream call for this client request;
-- `new_state(ctx)`: the explicit per-request state its parser keeps;
+- `new_state(ctx)`: the explicit per-request state its parser keeps, with `malformed` (a count) and
+  `done` (the provider's end-of-stream event came: the stream ends there, whether or not the
+  connection does);
 - `parse_event(event, state) -> sequence of chunks`: a pure step from one SSE event to OpenAI chat chunks;
   raises GatewayError for an error the provider sent inside the stream;
 - `finish(state) -> sequence of chunks`: called at the end of the stream; raises when it was truncated.
@@ -44,12 +46,15 @@ async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> 
     parse_event = adapter.parse_event
     strict = ctx.provider.on_malformed == "error"
     try:
-        async with contextlib.aclosing(sse_events(session, adapter.build_request(ctx), ctx.provider)) as events:
+        request = adapter.build_request(ctx)
+        async with contextlib.aclosing(sse_events(session, request, ctx.provider, state)) as events:
             async for event in events:
                 for chunk in parse_event(event, state):
                     yield chunk
                 if strict and state.malformed:
                     raise upstream_malformed(ctx.provider.name)
+                if state.done:  # the provider's end-of-stream event: not waiting for it to close
+                    break
         for chunk in adapter.finish(state):
             yield chunk
     finally:

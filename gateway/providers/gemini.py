@@ -24,7 +24,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import GatewayError, invalid_param, redact, upstream_bad_stream, upstream_truncated
 from ..sse import SSEEvent
-from ..upstream import UpstreamRequest, stream_error
+from ..upstream import UpstreamRequest, event_json, stream_error
 from ..validation.common import nested_deeper_than, too_deep
 from .gemini_schema import SchemaBudget, gemini_schema, parameters_schema
 
@@ -377,7 +377,7 @@ class _Candidate:
 
 class State:
     __slots__ = ("provider", "choices", "id_prefix", "id", "created", "model", "candidates", "finished",
-                 "usage", "call_prefix", "call_count", "malformed")
+                 "usage", "call_prefix", "call_count", "done", "malformed")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.provider = ctx.provider
@@ -391,6 +391,7 @@ class State:
         self.usage: dict | None = None  # the latest usageMetadata with counts
         self.call_prefix = ""
         self.call_count = 0
+        self.done = False  # every candidate has its finish reason: Gemini's stream has no end event
         self.malformed = 0
 
 
@@ -399,6 +400,8 @@ def new_state(ctx: RequestContext) -> State:
 
 
 def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
+    if state.done:
+        return ()
     payload = _loads(event.data, state)
     if payload is None:
         return ()
@@ -422,6 +425,8 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
             _candidate(candidate, state, deltas, finishes)
         else:
             state.malformed += 1
+    if finishes and state.finished >= state.choices:
+        state.done = True  # the final event also carries the final usageMetadata
     # The finish goes in its own chunk after the content, as OpenAI sends it: no client loses the text.
     if deltas:
         if finishes:
@@ -662,12 +667,8 @@ def _finish_reason(reason: str, candidate: dict, slot: _Candidate, state: State)
 
 
 def _loads(data: bytes, state: State) -> dict | None:
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        state.malformed += 1
-        return None
-    if isinstance(payload, dict):
+    payload = event_json(data, state)  # counts what is not JSON, repairs what is not UTF-8
+    if payload is None or isinstance(payload, dict):
         return payload
     if isinstance(payload, list) and payload and isinstance(payload[0], dict) and "error" in payload[0]:
         raise stream_error(state.provider, payload[0])  # Gemini sometimes wraps its error in an array

@@ -149,3 +149,61 @@ def chat_chunk(delta: dict | None = None, finish_reason: str | None = None, *, i
         ],
         "usage": usage,
     }
+
+
+class RawUpstream:
+    """An HTTP/1.1 server written by hand on a raw socket, for framing that no server library sends.
+
+    Each request, on whichever connection, gets the next script: byte strings written one by one (a
+    short pause after each, so that each reaches the gateway in its own read); after its last piece the
+    connection stays open (keep-alive) for the next request, or until the gateway closes it. `requests`
+    holds, for each request, its number on its connection (1 for a new connection, 2 for the first reuse).
+    """
+
+    PAUSE = 0.05  # seconds between pieces: pacing, so that the gateway reads them apart
+
+    def __init__(self, *scripts: list[bytes]) -> None:
+        self.scripts = deque(scripts)
+        self.requests: list[int] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = "http://127.0.0.1:%d" % self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        on_this_connection = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                on_this_connection += 1
+                self.requests.append(on_this_connection)
+                for piece in self.scripts.popleft():
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(self.PAUSE)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the gateway closed the connection
+        finally:
+            writer.close()
+
+
+def chunked(*pieces: bytes) -> bytes:
+    """Pieces of a body in HTTP/1.1 chunked framing (without the terminating chunk)."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+
+
+def raw_head(status: int = 200, content_type: str = "text/event-stream") -> bytes:
+    return (f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n"
+            "Connection: keep-alive\r\n\r\n").encode()
