@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -253,9 +254,26 @@ def _runtime(app: web.Application) -> dict:
     }
 
 
+async def continue_after_auth(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: the key is checked before the client is told to send its body, so that a
+    refused client never uploads it (aiohttp's default handler says "100 Continue" to anyone)."""
+    try:
+        authenticate(request)
+    except GatewayError as error:
+        return error_response(error)
+    if request.version != aiohttp.HttpVersion11:
+        return None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(GatewayError(417, "the only Expect the gateway knows is '100-continue'",
+                                           param="Expect", code="expectation_failed"))
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not part of the response's size
+    return None
+
+
 def setup_routes(app: web.Application) -> None:
     for prefix in ("/v1", "/v2"):
-        app.router.add_post(f"{prefix}/chat/completions", chat_completions)
-        app.router.add_post(f"{prefix}/completions", completions)
+        app.router.add_post(f"{prefix}/chat/completions", chat_completions, expect_handler=continue_after_auth)
+        app.router.add_post(f"{prefix}/completions", completions, expect_handler=continue_after_auth)
         app.router.add_get(f"{prefix}/models", models)
     app.router.add_get("/healthz", healthz)

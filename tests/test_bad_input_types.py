@@ -317,11 +317,9 @@ def test_every_field_is_in_its_base_and_has_wrong_types():
         assert set(_by_type) - allowed, path
 
 
-@pytest.mark.parametrize("base", list(BASES))
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("base, model", [(base, model) for base in BASES for model in MODELS
+                                         if not (base == "media" and model.startswith("ant/"))])  # no audio there
 def test_each_base_body_is_accepted(live, base, model):
-    if base == "media" and model.startswith("ant/"):
-        pytest.skip("Anthropic takes no audio or file parts")
     status, _, text = live.post(endpoint(base), {"model": model, **BASES[base]})
     assert status == 200, text
 

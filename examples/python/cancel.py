@@ -3,7 +3,8 @@
 sees the client leave and closes its own request to the provider, so generation (and billing) stops
 there too. The gateway logs the request with `outcome=cancelled`:
 
-    INFO gateway: request <id> chat key=- provider=demo model=echo stream=True tries=1 outcome=cancelled ...
+    INFO gateway: request id=<own id> request_id=<id> chat key=- provider=demo model=echo stream=True tries=1
+    outcome=cancelled ...
 
     python cancel.py --after 5 "Tell me a long story"
 """
@@ -67,7 +68,7 @@ def main() -> int:
     finally:
         # Closes the connection (an unread answer cannot be left on a pooled one); a Stop button does this.
         stream.close()
-    print(f"\n--- stopped after {pieces} pieces; the gateway logs: request {request_id} ... outcome=cancelled")
+    print(f"\n--- stopped after {pieces} pieces; the gateway logs: request_id={request_id} ... outcome=cancelled")
     return 0
 
 
