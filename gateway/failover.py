@@ -17,30 +17,18 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import aiohttp
 
+from .config import RetryPolicy
 from .context import RequestContext
-from .errors import GatewayError
+from .errors import GatewayError, Retry
 from .health import Health
 from .logfmt import escape
 from .providers import stream_chunks
 
 log = logging.getLogger("gateway.failover")
-
-# Failures worth another try at the same provider, after a backoff.
-_RETRY = frozenset({
-    "upstream_rate_limited", "upstream_error", "upstream_unreachable", "upstream_reset", "upstream_bad_stream",
-    "upstream_truncated", "upstream_stream_error", "upstream_malformed",
-})
-# Failures that another provider may not have, but a second try at this one would: go to the next target.
-_NEXT = frozenset({"upstream_auth_failed", "upstream_not_found", "upstream_redirect"})
-_NOT_A_HEALTH_FAILURE = frozenset({"upstream_not_found"})  # a wrong model name, not a sick provider
-
-
-def _worth_retrying(error: GatewayError) -> bool:
-    code = error.code or ""
-    return code in _RETRY or (code.startswith("upstream_") and code.endswith("_timeout"))
 
 
 def retry_after(error: GatewayError) -> float | None:
@@ -64,6 +52,30 @@ def backoff(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with equal jitter: after try `attempt` (1-based), between half and all of the step."""
     step = min(maximum, initial * 2 ** (attempt - 1))
     return step * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    """What the failover loop does after a failed try."""
+
+    action: Retry  # "same": try this target again after `delay`; "next": the next target; "never": raise
+    delay: float = 0.0  # seconds before the next try at the same target
+    cool_for: float = 0.0  # a cooldown the provider asked for (a retry-after beyond retry_after_max)
+
+
+def should_retry(error: GatewayError, attempt: int, policy: RetryPolicy) -> RetryDecision:
+    """The decision after try `attempt` (1-based) at one target failed with `error`, from the rule the
+    error carries: a retry-after longer than `policy.retry_after_max` moves on at once and cools the
+    provider down for that long; the last of `policy.attempts` moves on; otherwise back off and retry."""
+    if error.retry == "never":
+        return RetryDecision("never")
+    wait = retry_after(error)
+    too_long = wait is not None and wait > policy.retry_after_max
+    cool_for = wait if too_long and wait is not None else 0.0
+    if error.retry == "next" or too_long or attempt >= policy.attempts:
+        return RetryDecision("next", cool_for=cool_for)
+    delay = max(backoff(attempt, policy.backoff_initial, policy.backoff_max), wait or 0.0)
+    return RetryDecision("same", delay=delay)
 
 
 def _has_content(chunk: dict) -> bool:
@@ -116,22 +128,19 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                 held = await _until_content(chunks, whole=not ctx.stream)
             except GatewayError as error:
                 await chunks.aclose()
-                retrying, moving_on = _worth_retrying(error), error.code in _NEXT
-                if not (retrying or moving_on):
+                decision = should_retry(error, attempt, policy)
+                if decision.action == "never":
                     raise  # the request itself is at fault: another try would fail the same way
                 last_error = error
-                wait = retry_after(error)
-                too_long = wait is not None and wait > policy.retry_after_max
-                if error.code not in _NOT_A_HEALTH_FAILURE:
-                    health.failed(provider, error.code or str(error.status), cool_for=wait if too_long else 0.0)
-                if moving_on or too_long or attempt == policy.attempts or health.cooling_for(provider):
+                if error.counts_against_health:
+                    health.failed(provider, error.code or str(error.status), cool_for=decision.cool_for)
+                if decision.action == "next" or health.cooling_for(provider):
                     log.info("request %s: %s/%s failed (%s) on try %d; giving up on this target", ctx.request_id,
                              provider.name, escape(model), error.code, attempt)
                     break
-                delay = max(backoff(attempt, policy.backoff_initial, policy.backoff_max), wait or 0.0)
                 log.info("request %s: %s/%s failed (%s) on try %d; retrying in %.2f s", ctx.request_id,
-                         provider.name, escape(model), error.code, attempt, delay)
-                await asyncio.sleep(delay)
+                         provider.name, escape(model), error.code, attempt, decision.delay)
+                await asyncio.sleep(decision.delay)
                 continue
             except BaseException:
                 await chunks.aclose()
@@ -144,12 +153,12 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                     async for chunk in chunks:
                         yield chunk
                 except GatewayError as error:
-                    if error.code and error.code.startswith("upstream_"):
-                        health.failed(provider, error.code)
+                    if error.counts_against_health:
+                        health.failed(provider, error.code or str(error.status))
                     raise
             return
     if last_error is None:
         raise _all_cooling(ctx, health)
     if ctx.attempts > 1:
-        last_error.message += f" (after {ctx.attempts} tries)"
+        raise last_error.with_message(f"{last_error.message} (after {ctx.attempts} tries)")
     raise last_error

@@ -31,8 +31,9 @@ from .validation import validate_chat, validate_completion
 log = logging.getLogger("gateway")
 
 _END = object()
-SHUTTING_DOWN = GatewayError(503, "the gateway is shutting down: retry the request", type="service_unavailable",
-                             code="server_shutting_down")
+def shutting_down() -> GatewayError:
+    return GatewayError(503, "the gateway is shutting down: retry the request", type="service_unavailable",
+                        code="server_shutting_down")
 
 
 def error_response(error: GatewayError, request_id: str | None = None) -> web.Response:
@@ -114,8 +115,9 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
             if not in_flight.ending:
                 raise
             task.uncancel()
-            outcome = SHUTTING_DOWN.code
-            return error_response(SHUTTING_DOWN, ctx.request_id)
+            error = shutting_down()
+            outcome = error.code
+            return error_response(error, ctx.request_id)
         except Exception as exc:  # a GatewayError, or a bug: logged with its traceback, a 500 to the client
             error = _as_gateway_error(exc, ctx)
             outcome = error.code or str(error.status)
@@ -176,9 +178,10 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
         if not request.app[IN_FLIGHT].ending:
             raise  # the client went away: nothing to tell it
         asyncio.current_task().uncancel()
+        error = shutting_down()
         if response is None:
-            return error_response(SHUTTING_DOWN, ctx.request_id), SHUTTING_DOWN.code
-        return response, await _fail(response, SHUTTING_DOWN)
+            return error_response(error, ctx.request_id), error.code
+        return response, await _fail(response, error)
     finally:
         if not first.done():
             first.cancel()

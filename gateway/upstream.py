@@ -22,8 +22,16 @@ from .config import ProviderConfig, Timeouts
 from .errors import (
     GatewayError,
     redact,
+    upstream_auth_failed,
+    upstream_bad_request,
     upstream_bad_stream,
+    upstream_failed,
+    upstream_not_found,
+    upstream_rate_limited,
+    upstream_redirect,
     upstream_reset,
+    upstream_silence_timeout,
+    upstream_stream_error,
     upstream_timeout,
     upstream_unreachable,
 )
@@ -170,23 +178,18 @@ def http_error(provider: ProviderConfig, status: int, body: bytes, headers) -> G
         if delay is not None:
             passed["Retry-After"] = str(delay)
     if status == 429:
-        return GatewayError(429, f"provider '{name}' is rate limiting: {message or 'too many requests'}",
-                            type="rate_limit_error", code="upstream_rate_limited", headers=passed)
+        return upstream_rate_limited(name, message or "too many requests", passed)
     if status in (401, 403):
         variables = " or ".join(provider.key_vars) or "its api_key"
-        return GatewayError(502, f"provider '{name}' refused the gateway's credentials (HTTP {status}): check {variables}",
-                            type="upstream_error", code="upstream_auth_failed")
+        return upstream_auth_failed(name, status, variables)
     if status == 404:
-        return GatewayError(404, f"provider '{name}' answered not found: {message or 'no such model or path'}",
-                            code="upstream_not_found")
+        return upstream_not_found(name, message or "no such model or path")
     if status == 408:
         return upstream_timeout(name, "provider")
     if 400 <= status < 500:
-        return GatewayError(400, f"provider '{name}' rejected the request: {message or f'HTTP {status}'}",
-                            code="upstream_bad_request")
+        return upstream_bad_request(name, message or f"HTTP {status}")
     detail = f": {message}" if message else ""
-    return GatewayError(502, f"provider '{name}' failed with HTTP {status}{detail}",
-                        type="upstream_error", code="upstream_error", headers=passed)
+    return upstream_failed(name, status, detail, passed)
 
 
 def stream_error(provider: ProviderConfig, payload: object) -> GatewayError:
@@ -197,11 +200,9 @@ def stream_error(provider: ProviderConfig, payload: object) -> GatewayError:
         status = error.get("status_code") or error.get("code")
     message = error_message(orjson.dumps(payload)) or "unknown error"
     if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 600:
-        error = http_error(provider, status, b"", {})  # the same status rules as an HTTP error
-    else:
-        error = GatewayError(502, "", type="upstream_error", code="upstream_stream_error")
-    error.message = f"provider '{provider.name}' sent an error in its stream: {_shown(provider, message)}"
-    return error
+        shown = f"provider '{provider.name}' sent an error in its stream: {_shown(provider, message)}"
+        return http_error(provider, status, b"", {}).with_message(shown)  # the same status rules as an HTTP error
+    return upstream_stream_error(provider.name, _shown(provider, message))
 
 
 def event_json(data: bytes, state) -> object:
@@ -246,9 +247,7 @@ def json_object(data: bytes, state) -> dict | None:
 def _timed_out(provider: ProviderConfig, which: str) -> GatewayError:
     if which != "silence":
         return upstream_timeout(provider.name, which)
-    return GatewayError(504, f"provider '{provider.name}' sent no event for {provider.timeouts.max_silence:g} s "
-                        "(comments do not count: timeouts.max_silence)", type="timeout_error",
-                        code="upstream_silence_timeout")
+    return upstream_silence_timeout(provider.name, provider.timeouts.max_silence)
 
 
 def _redirected(provider: ProviderConfig, response: aiohttp.ClientResponse) -> GatewayError:
@@ -256,9 +255,7 @@ def _redirected(provider: ProviderConfig, response: aiohttp.ClientResponse) -> G
     location = response.headers.get("Location", "")
     target = location.split("?", 1)[0].split("#", 1)[0][:200]  # a query may hold a key or a token
     shown = f" to {redact(target, provider.secrets)}" if target else ""
-    return GatewayError(502, f"provider '{provider.name}' answered a redirect (HTTP {response.status}){shown}; "
-                        "the gateway does not follow redirects for provider calls: check its base_url",
-                        type="upstream_error", code="upstream_redirect")
+    return upstream_redirect(provider.name, response.status, shown)
 
 
 def _framing(provider: ProviderConfig, error: HttpProcessingError) -> str:

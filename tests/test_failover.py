@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import errors
+from gateway.config import RetryPolicy
 from gateway.errors import GatewayError
-from gateway.failover import backoff, retry_after
+from gateway.failover import RetryDecision, backoff, retry_after, should_retry
 from tests.fakes.upstream import HANG, RESET, Reply, chat_chunk, sse
 from tests.test_anthropic import TEXT_REPLY
 from tests.test_streaming import CHAT, ROLE, read_events
@@ -232,3 +234,97 @@ def test_retry_after_forms():
 def test_backoff_stays_within_half_and_all_of_its_capped_step(attempt, initial, maximum):
     step = min(maximum, initial * 2 ** (attempt - 1))
     assert step / 2 <= backoff(attempt, initial, maximum) <= step
+
+
+# ---------------------------------------------------------------------------------------------- the retry decision
+# should_retry is a plain function of the error's own rule, the try number and the provider's policy.
+
+POLICY = RetryPolicy(attempts=3, backoff_initial=0.5, backoff_max=4.0, retry_after_max=5.0)
+SAME_TARGET = [
+    errors.upstream_timeout("p", "first_byte"), errors.upstream_timeout("p", "provider"),
+    errors.upstream_silence_timeout("p", 30), errors.upstream_unreachable("p", "refused"),
+    errors.upstream_reset("p"), errors.upstream_truncated("p"), errors.upstream_bad_stream("p", "x"),
+    errors.upstream_malformed("p"), errors.upstream_stream_error("p", "x"),
+    errors.upstream_rate_limited("p", "slow down", {}), errors.upstream_failed("p", 500, "", {}),
+]
+NEXT_TARGET = [errors.upstream_auth_failed("p", 401, "KEY"), errors.upstream_not_found("p", "no model"),
+               errors.upstream_redirect("p", 302, "")]
+NEVER = [errors.upstream_bad_request("p", "bad"), errors.invalid_param("model", "bad"),
+         GatewayError(400, "anything a request is at fault for")]
+
+
+@pytest.mark.parametrize("error", SAME_TARGET, ids=lambda e: e.code)
+def test_should_retry_tries_the_same_target_again_after_a_backoff_for_a_passing_failure(error):
+    decision = should_retry(error, 1, POLICY)
+    assert decision.action == "same" and 0.25 <= decision.delay <= 0.5 and decision.cool_for == 0
+    assert error.counts_against_health
+
+
+@pytest.mark.parametrize("error", SAME_TARGET, ids=lambda e: e.code)
+def test_should_retry_moves_to_the_next_target_after_the_last_attempt(error):
+    assert should_retry(error, POLICY.attempts, POLICY) == RetryDecision("next")
+
+
+@pytest.mark.parametrize("error", NEXT_TARGET, ids=lambda e: e.code)
+def test_should_retry_moves_on_at_once_when_the_same_target_would_fail_the_same_way(error):
+    assert should_retry(error, 1, POLICY) == RetryDecision("next")
+
+
+def test_a_wrong_model_name_does_not_count_against_the_providers_health():
+    assert not errors.upstream_not_found("p", "no model").counts_against_health
+    assert errors.upstream_auth_failed("p", 403, "KEY").counts_against_health
+
+
+@pytest.mark.parametrize("error", NEVER, ids=lambda e: e.code)
+def test_should_retry_never_retries_what_the_request_is_at_fault_for(error):
+    assert should_retry(error, 1, POLICY) == RetryDecision("never")
+    assert not error.counts_against_health
+
+
+def test_should_retry_waits_at_least_the_providers_retry_after():
+    error = errors.upstream_rate_limited("p", "slow down", {"Retry-After": "3"})
+    assert should_retry(error, 1, POLICY) == RetryDecision("same", delay=3.0)
+
+
+def test_should_retry_moves_on_and_cools_down_for_a_retry_after_beyond_retry_after_max():
+    error = errors.upstream_rate_limited("p", "slow down", {"retry-after-ms": "9000"})
+    assert should_retry(error, 1, POLICY) == RetryDecision("next", cool_for=9.0)
+    auth = GatewayError(502, "x", code="upstream_auth_failed", headers={"Retry-After": "60"}, retry="next",
+                        counts_against_health=True)
+    assert should_retry(auth, 1, POLICY) == RetryDecision("next", cool_for=60.0)
+
+
+@given(attempt=st.integers(1, 10), attempts=st.integers(1, 10))
+def test_should_retry_tries_a_target_at_most_its_attempts(attempt, attempts):
+    policy = RetryPolicy(attempts=attempts, backoff_initial=0, backoff_max=0)
+    expected = "same" if attempt < attempts else "next"
+    assert should_retry(errors.upstream_reset("p"), attempt, policy).action == expected
+
+
+# ---------------------------------------------------------------------------------------------- errors are values
+
+
+def test_a_gateway_error_is_read_only_once_made():
+    error = errors.upstream_rate_limited("p", "slow down", {"Retry-After": "3"})
+    for name in ("status", "message", "type", "code", "param", "headers", "retry", "counts_against_health"):
+        with pytest.raises(AttributeError):
+            setattr(error, name, None)
+    with pytest.raises(TypeError):
+        error.headers["Retry-After"] = "0"  # type: ignore[index]
+
+
+def test_with_message_makes_a_new_error_and_leaves_the_first_alone():
+    error = errors.upstream_rate_limited("p", "slow down", {"Retry-After": "3"})
+    longer = error.with_message(f"{error.message} (after 2 tries)")
+    assert error.message == "provider 'p' is rate limiting: slow down"
+    assert longer.message.endswith("(after 2 tries)") and longer is not error
+    assert (longer.status, longer.type, longer.code, dict(longer.headers), longer.retry,
+            longer.counts_against_health) == (429, "rate_limit_error", "upstream_rate_limited",
+                                              {"Retry-After": "3"}, "same", True)
+
+
+def test_the_headers_a_caller_passed_are_copied():
+    headers = {"Retry-After": "3"}
+    error = GatewayError(429, "x", headers=headers)
+    headers["Retry-After"] = "99"
+    assert error.headers == {"Retry-After": "3"}
