@@ -14,7 +14,7 @@ from .config import Config
 from .cors import setup_cors
 from .errors import GatewayError
 from .health import Health
-from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
+from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .limits import setup_limits
 from .logfmt import escape
 from .metrics import setup_metrics

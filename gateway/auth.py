@@ -13,7 +13,7 @@ from aiohttp import web
 from .config import ClientKey, Config
 from .context import RequestContext
 from .errors import GatewayError
-from .keys import CONFIG
+from .appkeys import CONFIG
 from .limits import LIMITER
 
 

@@ -18,13 +18,13 @@ from .config import Config
 from .context import RequestContext
 from . import failover
 from .errors import GatewayError, invalid_param
-from .keys import CONFIG, HEALTH, IN_FLIGHT, SESSION
+from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION
 from .logfmt import escape
 from .metrics import METRICS
 from .pipeline import Chain
 from .providers import supported
 from .responses import combine, encoder
-from .routing import listed_models, resolve
+from .model_resolution import listed_models, resolve
 from .sse import DONE_EVENT, EventStream, encode_event
 from .validation import validate_chat, validate_completion
 

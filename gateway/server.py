@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 
 from .config import Config
 from .errors import GatewayError
-from .keys import CONFIG
+from .appkeys import CONFIG
 from .logfmt import escape
 
 log = logging.getLogger("gateway.server")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gateway.config import ClientKey, KeyLimits
 from gateway.context import RequestContext
-from gateway.keys import CONFIG
+from gateway.appkeys import CONFIG
 from gateway.limits import LIMITER, MemoryLimits
 from gateway.metrics import Metrics
 from gateway.pipeline import Chain

@@ -255,7 +255,7 @@ async def test_upstream_connection_reused_after_complete_stream(upstream, gatewa
         await read_events(response)
     ports = {r.headers.get("X-Forwarded-Port") for r in upstream.received}
     assert len(upstream.received) == 3 and ports == {None}
-    session: aiohttp.ClientSession = gateway.app[__import__("gateway.keys").keys.SESSION]
+    session: aiohttp.ClientSession = gateway.app[__import__("gateway.appkeys").appkeys.SESSION]
     assert sum(len(v) for v in session.connector._conns.values()) == 1  # one pooled connection served all three
 
 

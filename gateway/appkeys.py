@@ -1,4 +1,4 @@
-"""Typed keys for what the application shares between handlers."""
+"""The aiohttp application keys (web.AppKey) for what handlers share: config, session, health, in-flight tasks."""
 
 from __future__ import annotations
 
