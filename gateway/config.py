@@ -12,11 +12,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .moderation import ACTIONS, DEFAULT_MASK, RuleError, RuleSet, regex_rule, term_rule
+from .moderation_config import ModerationConfig
 from .redaction import header_secrets, url_secrets
 
 KINDS = ("openai", "anthropic", "gemini", "demo")
-MIDDLEWARES = ("normalize", "ratelimit", "moderate")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
@@ -108,30 +107,6 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
-class ModerationService:
-    """An OpenAI-moderation-shaped endpoint: POST {"input": ...} answering results[].flagged."""
-
-    url: str
-    timeout: float = 2.0
-    window_chars: int = 400
-    on_error: str = "allow"  # what a slow or failed check does: allow | block
-
-
-@dataclass
-class ModerationConfig:
-    rules: RuleSet = field(default_factory=lambda: RuleSet(()))
-    input: bool = True  # check the request's messages
-    output: bool = True  # check the answer's content as it streams
-    reasoning: bool = True  # and its reasoning text
-    tool_arguments: bool = True  # and its tool-call arguments
-    service: ModerationService | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self.rules) or self.service is not None
-
-
-@dataclass(frozen=True)
 class KeyLimits:
     """Per-key budgets; None: no limit of that kind."""
     requests_per_minute: int | None = None
@@ -166,10 +141,16 @@ class Config:
     routes: dict[str, tuple[str, ...]]
     middlewares: tuple[str, ...]
     source: str = ""
-    moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    settings: dict[str, object] = field(default_factory=dict)  # each middleware's parsed section, by its name
     auth: str | None = None  # as written: "keys" | "none"; None means keys if any are configured
     keys: tuple[ClientKey, ...] = ()
     limits: LimitsConfig = LimitsConfig()
+
+    @property
+    def moderation(self) -> ModerationConfig:
+        """The `moderate` middleware's settings (the cli's note and the secrets to redact read them)."""
+        settings = self.settings.get("moderate")
+        return settings if isinstance(settings, ModerationConfig) else ModerationConfig()
 
     @property
     def open_access(self) -> bool:
@@ -285,6 +266,9 @@ class _Validator:
         return value
 
 
+Validator = _Validator  # what a middleware's section parser is given (gateway/pipeline/spec.py)
+
+
 def _cors(v: _Validator, raw: Any, path: str) -> CorsConfig | None:
     raw = v.mapping(raw, path, ("origins", "max_age"), ("origins",))
     origins = raw.get("origins")
@@ -315,8 +299,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if loader.problems and loader.data is None:
         raise ConfigError(source, loader.problems)
     v = _Validator(loader)
-    root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares", "moderation", "auth", "keys",
-                                       "limits"), ("providers",))
+    from .pipeline import MIDDLEWARES  # here, not at the top: the middlewares import this module
+
+    sections = tuple(spec.section.key for spec in MIDDLEWARES.values() if spec.section is not None)
+    root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares", "auth", "keys", "limits",
+                                       *sections), ("providers",))
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
@@ -391,107 +378,26 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                     loader.problem(f"middlewares[{j}]", f"unknown middleware '{name}' (known: {', '.join(MIDDLEWARES)})")
                 elif raw_mw.index(name) != j:
                     loader.problem(f"middlewares[{j}]", f"'{name}' is listed twice")
+                else:
+                    for before in MIDDLEWARES[name].after:
+                        if before not in raw_mw:
+                            loader.problem(f"middlewares[{j}]", f"'{name}' needs '{before}' before it in the list")
+                        elif raw_mw.index(before) > j:
+                            loader.problem(f"middlewares[{j}]", f"'{name}' must come after '{before}' (it works on "
+                                           f"what '{before}' makes): move it later in the list")
             middlewares = tuple(raw_mw)
 
-    moderation = _moderation(v, root["moderation"]) if "moderation" in root else ModerationConfig()
+    settings: dict[str, object] = {}  # every middleware's section, listed or not (the cli notes one unused)
+    for spec in MIDDLEWARES.values():
+        if spec.section is not None:
+            key = spec.section.key
+            settings[spec.name] = spec.section.parse(v, root[key]) if key in root else spec.section.default()
     auth, keys = _auth(v, root, server, middlewares)
     limits = _limits(v, root.get("limits", {})) if "limits" in root else LimitsConfig()
 
     if loader.problems:
         raise ConfigError(source, loader.problems)
-    return Config(server, providers, routes, middlewares, source, moderation, auth, keys, limits)
-
-
-_MODERATION_SWITCHES = ("input", "output", "reasoning", "tool_arguments")
-
-
-def _moderation(v: _Validator, raw: Any) -> ModerationConfig:
-    ld = v.ld
-    raw = v.mapping(raw, "moderation", ("rules", *_MODERATION_SWITCHES, "service"))
-    config = ModerationConfig()
-    for key in _MODERATION_SWITCHES:
-        if key in raw:
-            if isinstance(raw[key], bool):
-                setattr(config, key, raw[key])
-            else:
-                ld.problem(f"moderation.{key}", "must be true or false")
-    raw_rules = raw.get("rules", [])
-    if not isinstance(raw_rules, list):
-        ld.problem("moderation.rules", "must be a list of rules")
-        raw_rules = []
-    rules = []
-    for i, raw_rule in enumerate(raw_rules):
-        rule = _moderation_rule(v, raw_rule, i)
-        if rule is not None:
-            rules.append(rule)
-    config.rules = RuleSet(tuple(rules))
-    if "service" in raw:
-        config.service = _moderation_service(v, raw["service"])
-    return config
-
-
-def _moderation_rule(v: _Validator, raw: Any, i: int):
-    ld = v.ld
-    path = f"moderation.rules[{i}]"
-    raw = v.mapping(raw, path, ("term", "regex", "action", "mask", "max_chars"), ("action",))
-    if ("term" in raw) == ("regex" in raw):
-        ld.problem(path, "needs exactly one of 'term' and 'regex'")
-        return None
-    action = raw.get("action")
-    if "action" in raw and action not in ACTIONS:
-        ld.problem(f"{path}.action", f"must be one of {', '.join(ACTIONS)}")
-    mask = DEFAULT_MASK
-    if "mask" in raw:
-        if action == "block":
-            ld.problem(f"{path}.mask", "only a redact rule takes a mask")
-        elif not isinstance(raw["mask"], str):
-            ld.problem(f"{path}.mask", "must be a string")
-        else:
-            mask = raw["mask"]
-    max_chars = None
-    if "max_chars" in raw:
-        if "term" in raw:
-            ld.problem(f"{path}.max_chars", "only a regex rule takes max_chars (a term's length is its own)")
-        else:
-            max_chars = v.number(raw["max_chars"], f"{path}.max_chars", 1, integer=True, exclusive=False)
-    if "term" in raw:
-        term = v.string(raw["term"], f"{path}.term")
-        if term is None or action not in ACTIONS:
-            return None
-        return term_rule(i, term, action, mask)
-    source = v.string(raw["regex"], f"{path}.regex")
-    if source is None or action not in ACTIONS:
-        return None
-    try:
-        return regex_rule(i, source, action, mask, max_chars)
-    except RuleError as exc:
-        ld.problem(f"{path}.regex", str(exc))
-        return None
-
-
-def _moderation_service(v: _Validator, raw: Any) -> ModerationService | None:
-    ld = v.ld
-    raw = v.mapping(raw, "moderation.service", ("url", "timeout", "window_chars", "on_error"), ("url",))
-    url = v.string(raw.get("url"), "moderation.service.url") if "url" in raw else None
-    if url is not None and not url.startswith(("http://", "https://")):
-        ld.problem("moderation.service.url", "must start with http:// or https://")
-        url = None
-    values: dict[str, Any] = {}
-    if "timeout" in raw:
-        values["timeout"] = v.number(raw["timeout"], "moderation.service.timeout")
-    if "window_chars" in raw:
-        values["window_chars"] = v.number(raw["window_chars"], "moderation.service.window_chars", 1, integer=True,
-                                          exclusive=False)
-    if "on_error" in raw:
-        if raw["on_error"] in ("allow", "block"):
-            values["on_error"] = raw["on_error"]
-        else:
-            ld.problem("moderation.service.on_error", "must be allow or block")
-    if url is None or any(value is None for value in values.values()):
-        return None
-    if "timeout" in values:
-        values["timeout"] = float(values["timeout"])
-    return ModerationService(url, **values)
+    return Config(server, providers, routes, middlewares, source, settings, auth, keys, limits)
 
 
 _PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "stream_options",

@@ -5,14 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
-from .config import ClientKey, ModerationConfig, ProviderConfig
-
-if TYPE_CHECKING:
-    from .limits import LimitBackend
+from .config import ClientKey, ProviderConfig
 
 
 @dataclass
@@ -30,10 +27,11 @@ class RequestContext:
     # the (provider, model) targets to try in order; `provider` and `model` above are the one being tried
     candidates: list[tuple[ProviderConfig, str]] = field(default_factory=list)
     attempts: int = 0  # upstream tries made so far, retries and fallbacks included
-    moderation: ModerationConfig | None = None  # the rules and service the `moderate` middleware applies
     session: aiohttp.ClientSession | None = None  # the app's pooled session, for calls a middleware makes
     client: ClientKey | None = None  # the caller's key; None when the gateway serves without keys
-    limiter: LimitBackend | None = None  # counts the key's budgets (the ratelimit middleware)
+    # each middleware's own settings, by its name (its parsed providers.yaml section, or what the app
+    # gives it: the limit backend for ratelimit); read by that middleware only
+    settings: dict[str, object] = field(default_factory=dict)
     usage: dict | None = None  # the provider's latest token counts, recorded by normalize
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the 200 (x-ratelimit-*)
 

@@ -8,7 +8,7 @@ import logging
 import aiohttp
 import orjson
 
-from .config import ModerationService
+from .moderation_config import ModerationService
 
 log = logging.getLogger("gateway")
 

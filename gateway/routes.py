@@ -81,7 +81,7 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
         choices=body.get("n") or 1,
         request_id=request_id,
         candidates=candidates,
-        moderation=config.moderation,
+        settings=dict(config.settings),
     )
 
 

@@ -539,6 +539,42 @@ def test_empty_middlewares_allowed():
     assert parse_config("providers:\n  - {name: demo, kind: demo}\nmiddlewares: []\n").middlewares == ()
 
 
+def test_a_middleware_listed_before_one_it_must_follow_is_refused_with_its_line():
+    text = "providers:\n  - {name: demo, kind: demo}\nmiddlewares:\n  - moderate\n  - normalize\n"
+    problem = only_problem(text)
+    assert problem.path == "middlewares[0]"
+    assert problem.line == 4
+    assert "'moderate' must come after 'normalize'" in problem.message
+
+
+def test_a_middleware_without_the_one_it_must_follow_is_refused():
+    problem = only_problem("providers:\n  - {name: demo, kind: demo}\nmiddlewares: [ratelimit]\n")
+    assert problem.path == "middlewares[0]"
+    assert "'ratelimit' needs 'normalize' before it" in problem.message
+
+
+def test_the_shipped_order_keeps_every_middlewares_constraints():
+    from gateway.pipeline import MIDDLEWARES
+
+    config = load_config(DEFAULT_CONFIG)
+    for spec in MIDDLEWARES.values():
+        assert all(before in MIDDLEWARES for before in spec.after), spec.name
+    assert set(config.middlewares) == set(MIDDLEWARES)
+
+
+def test_a_middlewares_section_is_parsed_by_its_spec_into_its_settings():
+    from gateway.moderation_config import ModerationConfig
+
+    config = parse_config("providers:\n  - {name: demo, kind: demo}\nmoderation:\n  output: false\n"
+                          "  rules: [{term: secret, action: block}]\n")
+    settings = config.settings["moderate"]
+    assert isinstance(settings, ModerationConfig) and not settings.output and len(settings.rules.rules) == 1
+    default = parse_config("providers:\n  - {name: demo, kind: demo}\n").settings["moderate"]
+    assert isinstance(default, ModerationConfig) and not default.active
+    problem = only_problem("providers:\n  - {name: demo, kind: demo}\nmoderation: {output: maybe}\n")
+    assert (problem.path, problem.line) == ("moderation.output", 3)
+
+
 # ---------------------------------------------------------------------------------------------- YAML errors
 
 

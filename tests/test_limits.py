@@ -286,7 +286,7 @@ async def test_slot_given_back_when_the_chain_task_is_cancelled():
         yield chat_chunk({"content": "never"})
 
     ctx = RequestContext(endpoint="chat", body=dict(CHAT), provider=None, model="m", requested_model="up/m",
-                         stream=True, include_usage=False, client=key, limiter=backend)
+                         stream=True, include_usage=False, client=key, settings={"ratelimit": backend})
     chain = Chain(ctx, source(), ("normalize", "ratelimit", "moderate"))
 
     async def consume():

@@ -374,7 +374,7 @@ def test_the_middleware_output_does_not_depend_on_the_chunking(text, data):
 
     def run(parts: list[str]) -> tuple[str, list]:
         ctx = RequestContext("chat", {}, config.providers["up"], "m", "m", True, False,
-                             moderation=config.moderation)
+                             settings=dict(config.settings))
         output = _Output(ctx, config.moderation)
         events = []
         for chunk in [ROLE, *(content(p) for p in parts), chat_chunk({}, "stop")]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from ..config import ModerationConfig
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..moderation import Rule, Scanner
+from ..moderation_config import ModerationConfig, parse_moderation
 from ..moderation_service import is_flagged
+from .spec import ConfigSection, MiddlewareSpec
 
 log = logging.getLogger("gateway")
 
@@ -43,8 +44,8 @@ def content_filtered() -> GatewayError:
 
 
 async def moderate(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    settings = ctx.moderation
-    if settings is None or not settings.active:
+    settings = ctx.settings.get("moderate")
+    if not isinstance(settings, ModerationConfig) or not settings.active:
         async for chunk in chunks:
             yield chunk
         return
@@ -401,3 +402,8 @@ class _Window:
                     if isinstance(arguments, str):
                         parts.append(arguments)
         return "".join(parts)
+
+
+# It reads deltas as normalize makes them (reasoning_content, dense tool-call indexes, one finish per choice).
+SPEC = MiddlewareSpec("moderate", moderate, after=("normalize",),
+                      section=ConfigSection("moderation", parse_moderation, ModerationConfig))

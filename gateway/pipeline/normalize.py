@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from ..context import RequestContext
+from .spec import MiddlewareSpec
 
 _FINISH_REASONS = {"eos": "stop", "end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls",
                    "max_tokens": "length"}
@@ -190,3 +191,6 @@ async def normalize(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIt
             yield out
     if ctx.include_usage and state.usage is not None:
         yield state.usage_chunk()
+
+
+SPEC = MiddlewareSpec("normalize", normalize)

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from ..context import RequestContext
+from ..limits.base import LimitBackend
+from .spec import MiddlewareSpec
 
 CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_TOKENS = 1024  # the estimate of an answer's length when max_tokens is not given
 
 
 async def ratelimit(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    limiter, key = ctx.limiter, ctx.client
-    if limiter is None or key is None or not key.limits:
+    limiter, key = ctx.settings.get("ratelimit"), ctx.client
+    if not isinstance(limiter, LimitBackend) or key is None or not key.limits:
         async for chunk in chunks:
             yield chunk
         return
@@ -28,6 +30,10 @@ async def ratelimit(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIt
             yield chunk
     finally:
         await limiter.settle(admission, used_tokens(ctx.usage))
+
+
+# It settles with the token counts normalize records on the context.
+SPEC = MiddlewareSpec("ratelimit", ratelimit, after=("normalize",))
 
 
 def estimate_tokens(body: dict, choices: int = 1) -> int:

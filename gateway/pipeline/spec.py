@@ -1,0 +1,34 @@
+"""What a middleware declares about itself, in its own module as `SPEC`.
+
+gateway/pipeline/__init__.py builds the chain from the specs, and config validation reads them: the
+names `middlewares` may list, the order they must keep, and the providers.yaml section each one owns.
+A middleware's parsed section reaches it as `ctx.settings[name]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..config import Validator
+    from ..context import RequestContext
+
+# An async-generator function over OpenAI chat chunks: (ctx, chunks) -> chunks.
+Middleware = Callable[["RequestContext", AsyncIterator[dict]], AsyncIterator[dict]]
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    key: str  # its top-level key in providers.yaml
+    parse: Callable[[Validator, Any], object]  # the raw value -> settings; each problem names its key path
+    default: Callable[[], object]  # the settings when the section is absent
+
+
+@dataclass(frozen=True)
+class MiddlewareSpec:
+    name: str  # as listed in providers.yaml `middlewares`
+    run: Middleware
+    after: tuple[str, ...] = ()  # middlewares that must be listed, and listed before this one
+    section: ConfigSection | None = None  # its own providers.yaml section, if it has settings
