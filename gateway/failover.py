@@ -131,6 +131,7 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                 delay = max(backoff(attempt, policy.backoff_initial, policy.backoff_max), wait or 0.0)
                 log.info("request %s: %s/%s failed (%s) on try %d; retrying in %.2f s", ctx.request_id,
                          provider.name, escape(model), error.code, attempt, delay)
+                ctx.retries += 1
                 await asyncio.sleep(delay)
                 continue
             except BaseException:

@@ -108,7 +108,7 @@ async def test_requests_per_minute_429_with_openai_headers(limited, upstream):
     assert len(upstream.received) == 2  # the refused request never reached the provider
     metrics = await (await limited.get("/metrics")).text()
     assert 'gateway_rate_limited_total{key="rated",limit="requests_per_minute"} 1.0' in metrics
-    assert 'gateway_requests_total{endpoint="chat",key="rated",outcome="rate_limit_exceeded"} 1.0' in metrics
+    assert 'gateway_key_requests_total{key="rated",outcome="rate_limit_exceeded"} 1.0' in metrics
 
 
 async def test_tokens_are_estimated_then_corrected_by_real_usage(limited, upstream):
