@@ -65,8 +65,7 @@ class Metrics:
                               registry=r)
         self.upstream_errors = Counter("gateway_upstream_errors", "Upstream failures by provider and code",
                                        ("provider", "code"), registry=r)
-        self.retries = Counter("gateway_retries", "Tries again at the same provider after a failure",
-                               ("provider",), registry=r)
+        self.retries = Counter("gateway_retries", "Tries again at the same target after a failure", registry=r)
         self.fallbacks = Counter("gateway_fallbacks", "Completions answered by a target other than the first, by "
                                  "the provider that answered", ("provider",), registry=r)
         self.cooldowns = Counter("gateway_provider_cooldowns", "Cooldowns a provider entered after failures",
@@ -111,7 +110,7 @@ class Metrics:
         if record.tries:
             self.tries.observe(record.tries)
         if record.retries:
-            self.retries.labels(provider).inc(record.retries)
+            self.retries.inc(record.retries)
         if record.fallback:
             self.fallbacks.labels(provider).inc()
         if record.stream and record.status == 200:
