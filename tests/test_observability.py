@@ -362,3 +362,16 @@ async def test_no_log_line_of_a_run_holds_a_provider_or_client_key(upstream, tmp
             assert secret not in line, line
         if form == "json":
             assert isinstance(orjson.loads(line), dict), line
+
+
+async def test_moderation_block_on_input_or_output_is_logged_content_filter_not_ok(make_gateway, upstream, caplog):
+    gateway = await make_gateway(extra=KEYS)
+    caplog.set_level(logging.INFO)
+    blocked_input = {**STREAM, "messages": [{"role": "user", "content": "say forbidden phrase"}]}
+    assert (await gateway.post("/v1/chat/completions", json=blocked_input, headers=bearer(KEY))).status == 400
+    for body in (STREAM, CHAT):
+        upstream.stream(sse(ROLE, chat_chunk({"content": "a forbidden phrase here"}), chat_chunk({}, "stop")))
+        response = await gateway.post("/v1/chat/completions", json=body, headers=bearer(KEY))
+        assert response.status == 200 and b"content_filter" in await response.read()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request id=")]
+    assert len(lines) == 3 and all(" outcome=content_filter " in line for line in lines), lines
