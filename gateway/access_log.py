@@ -191,6 +191,8 @@ async def access_log(request: web.Request,
         finish(request.app, record)
         raise
     record.status = record.status or response.status
+    if record.endpoint == "-" and request.match_info.route.resource is not None:  # a route's own path: bounded
+        record.endpoint = request.match_info.route.resource.canonical
     if not response.prepared:
         response.headers.setdefault("x-request-id", record.request_id)
     finish(request.app, record)

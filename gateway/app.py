@@ -39,7 +39,7 @@ async def openai_errors(request: web.Request,
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # HTTP requires it on a 405
         message = exc.reason
         if exc.status == 404 and request.path.startswith(("/v1/", "/v2/")):
-            code, message = "unknown_url", _unserved(request)
+            message = _unserved(request)
         record.outcome = record.outcome or code
         return error_response(GatewayError(exc.status, message, code=code, headers=allow), record.request_id)
     except Exception:

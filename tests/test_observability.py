@@ -142,7 +142,7 @@ async def test_metrics_after_a_scripted_mix_of_requests_count_each_fate(observed
                  outcome="missing_api_key") == 1
     assert value(scrape, requests, endpoint="chat", provider="-", model="-", status="404",
                  outcome="model_not_found") == 1
-    assert value(scrape, requests, endpoint="-", provider="-", model="-", status="404", outcome="unknown_url") == 1
+    assert value(scrape, requests, endpoint="-", provider="-", model="-", status="404", outcome="not_found") == 1
     assert value(scrape, requests, **chat_up, status="429", outcome="rate_limit_exceeded") == 1
     assert value(scrape, requests, **chat_up, status="400", outcome="content_filter") == 1
     assert value(scrape, requests, **chat_up, status="200", outcome="content_filter") == 1
@@ -217,7 +217,7 @@ def test_model_label_is_other_for_a_model_the_config_does_not_name():
                                                           "Content-Encoding": "br"}, 415, None),
     ("POST", "/v1/chat/completions", b"x" * 70000, {"Authorization": f"Bearer {KEY}"}, 413, None),
     ("GET", "/v1/models", b"", {}, 401, "missing_api_key"),
-    ("POST", "/v1/responses", b"{}", {}, 404, "unknown_url"),
+    ("POST", "/v1/responses", b"{}", {}, 404, "not_found"),
     ("DELETE", "/v1/chat/completions", b"", {}, 405, "method_not_allowed"),
     ("GET", "/nowhere", b"", {}, 404, "not_found"),
 ])
@@ -317,7 +317,7 @@ async def test_unserved_openai_paths_answer_an_openai_404_naming_the_served_endp
         response = await gateway.post(path, json={"model": "x"})
         assert response.status == 404
         error = (await response.json())["error"]
-        assert error["code"] == "unknown_url" and error["type"] == "invalid_request_error"
+        assert error["code"] == "not_found" and error["type"] == "invalid_request_error"
         assert f"POST {path}" in error["message"]
         assert "POST /v1/chat/completions" in error["message"] and "GET /v1/models" in error["message"]
 
