@@ -7,9 +7,12 @@ import asyncio
 import hashlib
 import logging
 
+import re
+
 import aiohttp
 import orjson
 import pytest
+from hypothesis import given, strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.access_log import client_address
@@ -21,6 +24,7 @@ from tests.fakes.upstream import Reply, Wait, chat_chunk, sse
 from tests.serving import BOUND, free_port, served
 from tests.test_upstream_errors import JSON, error_body
 
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 KEY = "gwk-observe-0123456789abcdefSECRET"
 RATED = "gwk-rated-0123456789abcdefSECRET"
 KEYS = f"""
@@ -375,3 +379,19 @@ async def test_moderation_block_on_input_or_output_is_logged_content_filter_not_
         assert response.status == 200 and b"content_filter" in await response.read()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request id=")]
     assert len(lines) == 3 and all(" outcome=content_filter " in line for line in lines), lines
+
+
+@given(st.text(max_size=300), st.text(max_size=300), st.text(max_size=50))
+def test_access_line_is_one_bounded_line_whatever_the_client_sends(model, forwarded, method):
+    """Client text (the model, a forwarded address through a trusted proxy, the method) never breaks the line."""
+    from gateway.access_log import AccessRecord, _json_fields, text_line
+
+    trusted = parse_config(gateway_yaml("http://127.0.0.1:9"), "t").server.trusted_proxies
+    client = client_address(_Request("127.0.0.1", {"X-Forwarded-For": forwarded}), trusted)[:200]
+    record = AccessRecord("a" * 32, "a" * 32, client, method[:20], "/v1/chat/completions", 0.0,
+                          requested_model=model[:200])
+    fields = record.fields()
+    line = text_line(fields)
+    assert not CONTROL.search(line) and len(line) < 3000
+    json_line = orjson.dumps(_json_fields(fields)).decode()
+    assert not CONTROL.search(json_line) and "\n" not in json_line
