@@ -11,16 +11,16 @@ from aiohttp import web
 
 from .auth import setup_auth
 from .config import Config
+from .access_log import ACCESS, access_log
 from .cors import setup_cors
 from .errors import GatewayError
-from .health import Health
 from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .limits import setup_limits
 from .logfmt import escape
-from .metrics import setup_metrics
+from .metrics import METRICS, ObservedHealth, setup_metrics, upstream_timing
 from .playground import setup_playground
 from .redaction import redacting_logs
-from .routes import error_response, setup_routes
+from .routes import SERVED_ENDPOINTS, error_response, setup_routes
 
 log = logging.getLogger("gateway")
 
@@ -29,6 +29,7 @@ log = logging.getLogger("gateway")
 async def openai_errors(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """aiohttp's own errors (404, 405, 413...) and unexpected failures, in OpenAI's error shape."""
+    record = request[ACCESS]
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -36,17 +37,30 @@ async def openai_errors(request: web.Request,
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status)
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None  # HTTP requires it on a 405
-        return error_response(GatewayError(exc.status, exc.reason, code=code, headers=allow))
+        message = exc.reason
+        if exc.status == 404 and request.path.startswith(("/v1/", "/v2/")):
+            message = _unserved(request)
+        record.outcome = record.outcome or code
+        return error_response(GatewayError(exc.status, message, code=code, headers=allow), record.request_id)
     except Exception:
         log.exception("unhandled error on %s %s", escape(request.method, 20), escape(request.path))
+        record.outcome = "internal_error"
         return error_response(GatewayError(500, "internal error in the gateway", type="server_error",
-                                           code="internal_error"))
+                                           code="internal_error"), record.request_id)
+
+
+def _unserved(request: web.Request) -> str:
+    """OpenAI's words for an unknown URL, and what this gateway serves instead."""
+    served = ", ".join(SERVED_ENDPOINTS)
+    return (f"Invalid URL ({escape(request.method, 20)} {escape(request.path, 100)}): this gateway serves "
+            f"{served} (also under /v2)")
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     # One pool for all providers. No connection cap: every live stream holds its own connection.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-    session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+    session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
+                                    trace_configs=[upstream_timing(app[METRICS], app[CONFIG])])
     app[SESSION] = session
     yield
     await session.close()
@@ -78,11 +92,12 @@ async def _stop_timer(app: web.Application) -> None:
 def create_app(config: Config) -> web.Application:
     # auto_decompress off: gateway/body.py inflates request bodies itself, capped as it goes, and only once the
     # key is known; aiohttp's parser would inflate each body in full as it arrives
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[openai_errors],
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access_log, openai_errors],
                           handler_args={"auto_decompress": False})
     app[CONFIG] = config
     app[IN_FLIGHT] = InFlight()
-    app[HEALTH] = Health()
+    metrics = setup_metrics(app, config)
+    app[HEALTH] = ObservedHealth(metrics)
     app.cleanup_ctx.append(redacting_logs(config))  # first in, last out: covers every other start and stop
     app.cleanup_ctx.append(_client_session)
     app.on_shutdown.append(_end_in_flight_at_grace)
@@ -91,8 +106,8 @@ def create_app(config: Config) -> web.Application:
     setup_playground(app, config.server)
     setup_cors(app, config.server.cors)
     setup_auth(app, config)
-    setup_limits(app, config, setup_metrics(app))
-    for provider in config.providers.values():
-        if not provider.enabled:
-            log.warning("provider %s disabled: set %s to enable it", provider.name, " and ".join(provider.missing_env))
+    setup_limits(app, config, metrics)
+    disabled = [f"{p.name} ({' and '.join(p.missing_env)})" for p in config.providers.values() if not p.enabled]
+    if disabled:  # one line: the shipped config names many providers, most without their key
+        log.warning("%d provider(s) disabled until their variables are set: %s", len(disabled), ", ".join(disabled))
     return app

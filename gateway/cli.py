@@ -7,7 +7,8 @@ import logging
 import sys
 
 from . import __version__
-from .config import DEFAULT_CONFIG, ConfigError, exposure_problem, is_loopback, load_config
+from .config import (DEFAULT_CONFIG, LOG_LEVELS, ConfigError, exposure_problem, host_problem, is_loopback,
+                     load_config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=None, help=f"providers.yaml to load (default: {DEFAULT_CONFIG})")
     serve.add_argument("--host", help="address to listen on (default: the config's server.host, else 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: the config's server.port, else 8080)")
-    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                       help="overrides the config's logging.level (default INFO)")
     check = commands.add_parser("check", help="validate a config and print each problem with its place")
     check.add_argument("--config", default=None, help=f"providers.yaml to check (default: {DEFAULT_CONFIG})")
     commands.add_parser("hash-key", help="print the sha256 of a client key read from stdin, for keys[].sha256")
@@ -70,15 +72,20 @@ def _hash_key() -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    from .logsetup import configure
+
+    configure(args.log_level or config.logging.level, config.logging.format)
     from .app import create_app
 
-    host = args.host or config.server.host
+    if args.host is not None and host_problem(args.host):  # the config's own host is checked with the config
+        print(f"gateway serve: --host {args.host!r}: {host_problem(args.host)}", file=sys.stderr)
+        return 1
+    host = (args.host or config.server.host).strip("[]")  # [::1] as in a URL: the address is ::1
     port = args.port if args.port is not None else config.server.port
     if not 0 <= port <= 65535:  # the config's own port is checked with the config
         print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)

@@ -89,6 +89,17 @@ class CorsConfig:
     max_age: int = 600  # seconds a browser may cache a preflight's answer (Chromium caps it at 7200)
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"  # `gateway serve --log-level` overrides it
+    format: str = "text"  # text | json: one JSON object per line (gateway/logsetup.py names the fields)
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -100,6 +111,8 @@ class ServerConfig:
     send_timeout: float = 30.0  # seconds a stream write may wait on a client that does not read
     cors: CorsConfig | None = None  # off: no CORS header is sent, preflights get 405
     playground: bool | None = None  # None: on when serving on loopback
+    # peers whose X-Forwarded-For / X-Real-IP name the client (nginx); anyone else is logged as the peer itself
+    trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
     @property
     def playground_enabled(self) -> bool:
@@ -145,6 +158,7 @@ class Config:
     auth: str | None = None  # as written: "keys" | "none"; None means keys if any are configured
     keys: tuple[ClientKey, ...] = ()
     limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @property
     def moderation(self) -> ModerationConfig:
@@ -303,14 +317,18 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
     sections = tuple(spec.section.key for spec in MIDDLEWARES.values() if spec.section is not None)
     root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares", "auth", "keys", "limits",
-                                       *sections), ("providers",))
+                                       "logging", *sections), ("providers",))
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
                            ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout",
-                            "send_timeout", "cors", "playground"))
+                            "send_timeout", "cors", "playground", "trusted_proxies"))
     if "host" in raw_server and v.string(raw_server["host"], "server.host"):
-        server.host = raw_server["host"]
+        problem = host_problem(raw_server["host"])
+        if problem:
+            loader.problem("server.host", problem)
+        else:
+            server.host = raw_server["host"]
     if "port" in raw_server:
         port = v.number(raw_server["port"], "server.port", 0, integer=True, exclusive=False)
         if port is not None and port > 65535:
@@ -329,6 +347,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             server.playground = raw_server["playground"]
         else:
             loader.problem("server.playground", "must be true or false")
+    if "trusted_proxies" in raw_server:
+        server.trusted_proxies = _trusted_proxies(v, raw_server["trusted_proxies"], "server.trusted_proxies")
 
     providers: dict[str, ProviderConfig] = {}
     raw_providers = root.get("providers", [])
@@ -394,10 +414,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             settings[spec.name] = spec.section.parse(v, root[key]) if key in root else spec.section.default()
     auth, keys = _auth(v, root, server, middlewares)
     limits = _limits(v, root.get("limits", {})) if "limits" in root else LimitsConfig()
+    logging = _logging(v, root["logging"]) if "logging" in root else LoggingConfig()
 
     if loader.problems:
         raise ConfigError(source, loader.problems)
-    return Config(server, providers, routes, middlewares, source, settings, auth, keys, limits)
+    return Config(server, providers, routes, middlewares, source, settings, auth, keys, limits, logging)
 
 
 _PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "stream_options",
@@ -509,6 +530,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve to anything
+
+
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def host_problem(host: str) -> str | None:
+    """What is wrong with an address to listen on (server.host, `--host`): an IP address or a host name."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+        return None
+    except ValueError:
+        pass
+    if _HOST_NAME.match(host) and not host.replace(".", "").isdigit():
+        return None
+    return "must be an IP address (such as 127.0.0.1, 0.0.0.0 or ::1) or a host name"
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL of a listening address: an IPv6 address in brackets (http://[::1]:8080)."""
+    bare = host.strip("[]")
+    return f"http://[{bare}]:{port}" if ":" in bare else f"http://{host}:{port}"
 
 
 def exposure_problem(open_access: bool, auth: str | None, host: str) -> str | None:
@@ -626,3 +669,29 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(str(source), [Problem("", None, f"cannot read: {exc.strerror}")]) from None
     return parse_config(text, str(source))
+
+
+def _trusted_proxies(v: _Validator, raw: Any, path: str) -> tuple[IPNetwork, ...]:
+    if not isinstance(raw, list):
+        v.ld.problem(path, "must be a list of addresses or CIDRs such as 127.0.0.1 or 10.0.0.0/8")
+        return ServerConfig.trusted_proxies
+    networks = []
+    for i, item in enumerate(raw):
+        try:
+            networks.append(ipaddress.ip_network(item.strip("[]") if isinstance(item, str) else "", strict=False))
+        except ValueError:
+            v.ld.problem(f"{path}[{i}]", "must be an IP address or a CIDR such as 10.0.0.0/8")
+    return tuple(networks)
+
+
+def _logging(v: _Validator, raw: Any) -> LoggingConfig:
+    raw = v.mapping(raw, "logging", ("level", "format"))
+    level = raw.get("level", LoggingConfig.level)
+    if not isinstance(level, str) or level.upper() not in LOG_LEVELS:
+        v.ld.problem("logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
+        level = LoggingConfig.level
+    form = raw.get("format", LoggingConfig.format)
+    if form not in LOG_FORMATS:
+        v.ld.problem("logging.format", f"must be one of {', '.join(LOG_FORMATS)}")
+        form = LoggingConfig.format
+    return LoggingConfig(level.upper(), form)

@@ -140,6 +140,7 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                     break
                 log.info("request %s: %s/%s failed (%s) on try %d; retrying in %.2f s", ctx.request_id,
                          provider.name, escape(model), error.code, attempt, decision.delay)
+                ctx.retries += 1
                 await asyncio.sleep(decision.delay)
                 continue
             except BaseException:

@@ -1,29 +1,174 @@
-"""Prometheus metrics, one registry per application, served at GET /metrics."""
+"""Prometheus metrics, one registry per application, served at GET /metrics.
+
+Every request's samples come from its access record (gateway/access_log.py), once, when it ends:
+nothing is counted per chunk. Labels are bounded: providers by their configured name, models only
+when configured (a provider's `models:` or a route's target; any other is `other`), outcomes only
+when shaped like the gateway's codes, keys by their configured id.
+"""
 
 from __future__ import annotations
 
+import re
+import time
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
+
+from .config import Config, ProviderConfig
+from .health import Health
+
+if TYPE_CHECKING:
+    from .access_log import AccessRecord
 
 UNAUTHENTICATED = "-"  # the key label of requests without a known key
+OTHER = "other"  # a model label outside the configuration, or an outcome not shaped like a code
+_CODE = re.compile(r"^[a-z0-9_]{1,48}$")
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+_DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
+
+
+def make_registry() -> CollectorRegistry:
+    """The one place the registry is chosen: `--workers` (prometheus-client's multiprocess mode, with
+    PROMETHEUS_MULTIPROC_DIR) plugs in here."""
+    disable_created_metrics()  # the *_created series double the output and say nothing an operator asks
+    return CollectorRegistry()
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "gateway_requests", "Completion requests by client key id, endpoint and outcome",
-            ("key", "endpoint", "outcome"), registry=self.registry)
+    def __init__(self, config: Config | None = None) -> None:
+        r = self.registry = make_registry()
+        self.requests = Counter("gateway_requests", "Requests by endpoint, provider and model that answered, "
+                                "HTTP status and outcome", ("endpoint", "provider", "model", "status", "outcome"),
+                                registry=r)
+        self.key_requests = Counter("gateway_key_requests", "Requests by client key id and outcome",
+                                    ("key", "outcome"), registry=r)
+        self.streams_in_flight = Gauge("gateway_streams_in_flight", "Streaming completions open now", registry=r)
+        self.first_chunk = Histogram("gateway_time_to_first_chunk_seconds",
+                                     "Seconds from a stream's request to its first chunk sent", ("provider",),
+                                     buckets=_LATENCY_BUCKETS, registry=r)
+        self.stream_duration = Histogram("gateway_stream_duration_seconds", "Seconds a streaming completion took",
+                                         ("provider",), buckets=_DURATION_BUCKETS, registry=r)
+        self.upstream_first_byte = Histogram("gateway_upstream_time_to_first_byte_seconds",
+                                             "Seconds from an upstream call to its response headers", ("provider",),
+                                             buckets=_LATENCY_BUCKETS, registry=r)
+        self.tries = Histogram("gateway_tries_per_request", "Upstream tries of a completion, retries and "
+                               "fallbacks included", buckets=_TRIES_BUCKETS, registry=r)
+        self.chunks = Counter("gateway_chunks", "Chunks from providers (in) and to clients (out)",
+                              ("provider", "direction"), registry=r)
+        self.tokens = Counter("gateway_tokens", "Tokens by provider, model and kind: prompt (in), completion "
+                              "and reasoning (out; reasoning is part of completion)", ("provider", "model", "kind"),
+                              registry=r)
+        self.upstream_errors = Counter("gateway_upstream_errors", "Upstream failures by provider and code",
+                                       ("provider", "code"), registry=r)
+        self.retries = Counter("gateway_retries", "Tries again at the same target after a failure", registry=r)
+        self.fallbacks = Counter("gateway_fallbacks", "Completions answered by a target other than the first, by "
+                                 "the provider that answered", ("provider",), registry=r)
+        self.cooldowns = Counter("gateway_provider_cooldowns", "Cooldowns a provider entered after failures",
+                                 ("provider",), registry=r)
         self.rate_limited = Counter(
             "gateway_rate_limited", "Requests refused by a per-key limit, by key id and limit name",
-            ("key", "limit"), registry=self.registry)
+            ("key", "limit"), registry=r)
         self.limit_backend_errors = Counter(
             "gateway_limit_backend_errors",
             "Failed calls to the limit backend, by operation and the on_backend_error policy applied",
-            ("backend", "operation", "on_backend_error"), registry=self.registry)
+            ("backend", "operation", "on_backend_error"), registry=r)
+        self.moderation_actions = Counter("gateway_moderation_actions", "Moderation actions taken, by action",
+                                          ("action",), registry=r)
+        self.client_disconnects = Counter("gateway_client_disconnects", "Clients that went away before the end "
+                                          "of their answer, by endpoint", ("endpoint",), registry=r)
+        self.keepalives = Counter("gateway_keepalives", "SSE keep-alive comments sent", registry=r)
+        self.known_models: frozenset[tuple[str, str]] = frozenset()
+        if config is not None:
+            self.configure(config)
 
-    def request(self, key_id: str | None, endpoint: str, outcome: str) -> None:
-        self.requests.labels(key_id or UNAUTHENTICATED, endpoint, outcome).inc()
+    def configure(self, config: Config) -> None:
+        """The (provider, model) pairs that get their own model label: what the configuration names."""
+        known = {(p.name, m) for p in config.providers.values() for m in p.models or ()}
+        for targets in config.routes.values():
+            for target in targets:
+                name, _, model = target.partition("/")
+                known.add((name, model))
+        self.known_models = frozenset(known)
+
+    def model_label(self, provider: str | None, model: str | None) -> str:
+        if provider is None or model is None:
+            return "-"
+        return model if (provider, model) in self.known_models else OTHER
+
+    def observe(self, record: AccessRecord) -> None:
+        provider = record.provider or "-"
+        model = self.model_label(record.provider, record.model)
+        outcome = record.outcome if record.outcome and _CODE.match(record.outcome) else OTHER
+        self.requests.labels(record.endpoint, provider, model, str(record.status), outcome).inc()
+        if record.endpoint in ("chat", "completions"):
+            self.key_requests.labels(record.key or UNAUTHENTICATED, outcome).inc()
+        if record.tries:
+            self.tries.observe(record.tries)
+        if record.retries:
+            self.retries.inc(record.retries)
+        if record.fallback:
+            self.fallbacks.labels(provider).inc()
+        if record.stream and record.status == 200:
+            self.stream_duration.labels(provider).observe(record.seconds)
+            if record.first_chunk is not None:
+                self.first_chunk.labels(provider).observe(record.first_chunk)
+        if record.chunks_in:
+            self.chunks.labels(provider, "in").inc(record.chunks_in)
+        if record.chunks_out:
+            self.chunks.labels(provider, "out").inc(record.chunks_out)
+        if record.usage:
+            for kind in ("prompt", "completion", "reasoning"):
+                count = record.tokens(f"{kind}_tokens")
+                if count:
+                    self.tokens.labels(provider, model, kind).inc(count)
+        for action in record.moderation:
+            self.moderation_actions.labels(action).inc()
+        if outcome in ("client_disconnected", "client_too_slow"):
+            self.client_disconnects.labels(record.endpoint).inc()
+        if record.keepalives:
+            self.keepalives.inc(record.keepalives)
+
+
+class ObservedHealth(Health):
+    """Provider health that counts upstream failures and the cooldowns they start."""
+
+    def __init__(self, metrics: Metrics, clock=time.monotonic) -> None:
+        super().__init__(clock)
+        self._metrics = metrics
+
+    def failed(self, provider: ProviderConfig, code: str, cool_for: float = 0.0) -> None:
+        was_cooling = self.cooling_for(provider) > 0
+        super().failed(provider, code, cool_for)
+        self._metrics.upstream_errors.labels(provider.name, code if _CODE.match(code) else OTHER).inc()
+        if not was_cooling and self.cooling_for(provider) > 0:
+            self._metrics.cooldowns.labels(provider.name).inc()
+
+
+def upstream_timing(metrics: Metrics, config: Config) -> aiohttp.TraceConfig:
+    """Times each upstream call to its response headers, labelled by the provider whose base_url it is."""
+    bases = sorted(((p.base_url.rstrip("/"), p.name) for p in config.providers.values() if p.base_url),
+                   key=lambda item: len(item[0]), reverse=True)
+    trace = aiohttp.TraceConfig()
+
+    async def started(_session: aiohttp.ClientSession, context: SimpleNamespace,
+                      _params: aiohttp.TraceRequestStartParams) -> None:
+        context.started = time.monotonic()
+
+    async def answered(_session: aiohttp.ClientSession, context: SimpleNamespace,
+                       params: aiohttp.TraceRequestEndParams) -> None:
+        url = str(params.url)
+        name = next((name for base, name in bases if url.startswith(base)), None)
+        if name is not None and hasattr(context, "started"):  # other calls (a moderation service) are not timed
+            metrics.upstream_first_byte.labels(name).observe(time.monotonic() - context.started)
+
+    trace.on_request_start.append(started)
+    trace.on_request_end.append(answered)
+    return trace
 
 
 METRICS = web.AppKey("metrics", Metrics)
@@ -34,7 +179,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def setup_metrics(app: web.Application) -> Metrics:
-    metrics = app[METRICS] = Metrics()
+def setup_metrics(app: web.Application, config: Config | None = None) -> Metrics:
+    metrics = app[METRICS] = Metrics(config)
     app.router.add_get("/metrics", metrics_endpoint)
     return metrics

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import re
 import time
-import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 from aiohttp import web
 
+from .access_log import CLIENT_DISCONNECTED, AccessRecord, begin, finish
 from .auth import allowed_models, authenticate, authorize
 from .body import read_body
 from .config import Config
@@ -19,7 +20,7 @@ from .context import RequestContext
 from . import failover
 from .errors import GatewayError, invalid_param
 from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION
-from .logfmt import escape
+from .logfmt import FIELD_CAP
 from .metrics import METRICS
 from .pipeline import Chain
 from .providers import supported
@@ -31,6 +32,10 @@ from .validation import validate_chat, validate_completion
 log = logging.getLogger("gateway")
 
 _END = object()
+CONTENT_FILTER = "content_filter"
+SERVED_ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models")
+
+
 def shutting_down() -> GatewayError:
     return GatewayError(503, "the gateway is shutting down: retry the request", type="service_unavailable",
                         code="server_shutting_down")
@@ -50,15 +55,6 @@ async def _read_json(request: web.Request) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid_param(None, f"the request body is not valid JSON: {exc}", "invalid_json") from None
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
-
-def _request_id(request: web.Request, own_id: str) -> str:
-    """The id nginx (or the client) gave the request, so that logs line up; else the gateway's own."""
-    given = request.headers.get("X-Request-Id", "")
-    return given if _REQUEST_ID.match(given) else own_id
 
 
 def _context(config: Config, endpoint: str, body: dict, request_id: str) -> RequestContext:
@@ -87,27 +83,38 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
 
 async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
     config = request.app[CONFIG]
-    own_id = uuid.uuid4().hex  # unique per request, whatever id the client sent
-    request_id = _request_id(request, own_id)
+    record = begin(request)
+    record.endpoint = endpoint
     key = None
     try:
         key = authenticate(request)
-        body = validate(await _read_json(request))
-        ctx = _context(config, endpoint, body, request_id)
+        record.key = key.id if key else None
+        raw = await _read_json(request)
+        model = raw.get("model") if isinstance(raw, dict) else None
+        record.requested_model = model[:FIELD_CAP] if isinstance(model, str) else None
+        body = validate(raw)
+        record.stream = bool(body.get("stream"))
+        ctx = _context(config, endpoint, body, record.request_id)
         authorize(request, ctx, key)
     except GatewayError as error:
-        request.app[METRICS].request(key and key.id, endpoint, error.code or str(error.status))
-        return error_response(error, request_id)
+        record.outcome = error.code or str(error.status)
+        return error_response(error, record.request_id)
     ctx.session = request.app[SESSION]
-    started = time.monotonic()
-    chain = Chain(ctx, failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), config.middlewares)
+    first_target = (ctx.provider.name, ctx.model)
+    source = _counted(failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), record)
+    chain = Chain(ctx, source, config.middlewares)
     in_flight = request.app[IN_FLIGHT]
     task = asyncio.current_task()
     in_flight.tasks.add(task)
-    outcome = "cancelled"
+    outcome = CLIENT_DISCONNECTED  # unless an ending below says otherwise: the handler was cancelled
     try:
         if ctx.stream:
-            response, outcome = await _stream(request, ctx, chain, config.server.sse_keepalive)
+            streams = request.app[METRICS].streams_in_flight
+            streams.inc()
+            try:
+                response, outcome = await _stream(request, ctx, chain, config.server.sse_keepalive, record)
+            finally:
+                streams.dec()
             return response
         try:
             answer = await combine(ctx, chain)
@@ -123,19 +130,49 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
             outcome = error.code or str(error.status)
             return error_response(error, ctx.request_id)
         outcome = "ok"
+        for choice in answer["choices"]:
+            _note_finish(record, choice.get("finish_reason"))
+        record.chunks_out = 1
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
                             headers={"x-request-id": ctx.request_id, **ctx.response_headers})
     finally:
         in_flight.tasks.discard(task)
         await chain.aclose()
-        request.app[METRICS].request(key and key.id, endpoint, outcome)
-        log.info("request id=%s request_id=%s %s key=%s provider=%s model=%s stream=%s tries=%d outcome=%s "
-                 "seconds=%.3f", own_id, ctx.request_id, endpoint, key.id if key else "-", ctx.provider.name,
-                 escape(ctx.model), ctx.stream, ctx.attempts, outcome, time.monotonic() - started)
+        _settle_record(record, ctx, config, outcome, first_target)
 
 
-async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
-                  keepalive: float) -> tuple[web.StreamResponse, str]:
+async def _counted(chunks: AsyncIterator[dict], record: AccessRecord) -> AsyncIterator[dict]:
+    """The provider's chunks, counted on the record (added to the metrics once, at the end)."""
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            record.chunks_in += 1
+            yield chunk
+
+
+def _note_finish(record: AccessRecord, reason: str | None) -> None:
+    if reason and record.finish_reason != CONTENT_FILTER:  # with n > 1, a choice filtered marks the request
+        record.finish_reason = reason
+
+
+def _settle_record(record: AccessRecord, ctx: RequestContext, config: Config, outcome: str,
+                   first_target: tuple[str, str]) -> None:
+    """What the request's line says of its answer: who answered, how, and what moderation did."""
+    record.provider, record.model = ctx.provider.name, ctx.model
+    record.tries, record.retries = ctx.attempts, ctx.retries
+    record.fallback = record.chunks_in > 0 and (ctx.provider.name, ctx.model) != first_target
+    record.usage = ctx.usage
+    moderated = config.moderation.active and "moderate" in config.middlewares
+    if record.finish_reason == CONTENT_FILTER:
+        outcome = CONTENT_FILTER if outcome == "ok" else outcome
+        if moderated:
+            record.moderation.append("output_block")
+    elif outcome == CONTENT_FILTER and moderated:
+        record.moderation.append("input_block")
+    record.outcome = outcome
+
+
+async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepalive: float,
+                  record: AccessRecord) -> tuple[web.StreamResponse, str]:
     """Streams the chain as SSE. The first chunk is awaited before the 200 is committed, so that a failure
     before any content gets its real HTTP status; past `keepalive` seconds the 200 is committed anyway and
     keep-alive comments hold the connection while the provider thinks."""
@@ -146,7 +183,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
     try:
         done, _ = await asyncio.wait((first,), timeout=keepalive)
         if not done:
-            response = await _open(request, ctx, keepalive)
+            response = await _open(request, ctx, keepalive, record)
         try:
             chunk = await first
         except Exception as exc:
@@ -155,12 +192,18 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
                 return error_response(error, ctx.request_id), error.code or str(error.status)
             return response, await _fail(response, error)
         if response is None:
-            response = await _open(request, ctx, keepalive)
+            response = await _open(request, ctx, keepalive, record)
         try:
             if chunk is not _END:
+                record.first_chunk = time.monotonic() - record.started
                 await response.write_event(encode(chunk))
-                async for chunk in chunks:
+                record.chunks_out += 1
+                async for chunk in chunks:  # counted on the record, cheaply: the metrics get the totals at the end
                     await response.write_event(encode(chunk))
+                    record.chunks_out += 1
+                    choices = chunk.get("choices")
+                    if choices and choices[0].get("finish_reason"):
+                        _note_finish(record, choices[0]["finish_reason"])
         except ConnectionResetError:
             raise
         except Exception as exc:
@@ -186,8 +229,10 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain,
         if not first.done():
             first.cancel()
             await asyncio.wait((first,))
-        if response is not None and response.prepared:
-            response.stop_streaming()
+        if response is not None:
+            record.keepalives = getattr(response, "keepalives", 0)
+            if response.prepared:
+                response.stop_streaming()
 
 
 def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
@@ -198,8 +243,9 @@ def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
                         code="internal_error")
 
 
-async def _open(request: web.Request, ctx: RequestContext, keepalive: float) -> EventStream:
+async def _open(request: web.Request, ctx: RequestContext, keepalive: float, record: AccessRecord) -> EventStream:
     response = EventStream(keepalive, request.app[CONFIG].server.send_timeout)
+    record.status = 200  # what the client got, whatever happens to the stream after
     response.headers["x-request-id"] = ctx.request_id
     response.headers.update(ctx.response_headers)
     await response.prepare(request)
@@ -223,16 +269,21 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def models(request: web.Request) -> web.Response:
+    record = begin(request)
+    record.endpoint = "models"
     try:
         key = authenticate(request)
     except GatewayError as error:
-        return error_response(error)
+        record.outcome = error.code
+        return error_response(error, record.request_id)
+    record.key = key.id if key else None
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
             for model, owner in allowed_models(request, key, listed_models(request.app[CONFIG]))]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
 
 
 async def healthz(request: web.Request) -> web.Response:
+    begin(request).endpoint = "healthz"
     if not request.query.get("verbose"):
         return web.json_response({"status": "ok"})
     config = request.app[CONFIG]
@@ -263,15 +314,24 @@ async def continue_after_auth(request: web.Request) -> web.StreamResponse | None
     try:
         authenticate(request)
     except GatewayError as error:
-        return error_response(error)
+        return _refused_before_middlewares(request, error)
     if request.version != aiohttp.HttpVersion11:
         return None
     if request.headers.get("Expect", "").lower() != "100-continue":
-        return error_response(GatewayError(417, "the only Expect the gateway knows is '100-continue'",
-                                           param="Expect", code="expectation_failed"))
+        return _refused_before_middlewares(request, GatewayError(
+            417, "the only Expect the gateway knows is '100-continue'", param="Expect", code="expectation_failed"))
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     request.writer.output_size = 0  # the 100 is not part of the response's size
     return None
+
+
+def _refused_before_middlewares(request: web.Request, error: GatewayError) -> web.Response:
+    """aiohttp runs an expect handler before the middlewares: its refusal writes its own access line."""
+    record = begin(request)
+    record.endpoint = "chat" if request.path.endswith("/chat/completions") else "completions"
+    record.status, record.outcome = error.status, error.code or str(error.status)
+    finish(request.app, record)
+    return error_response(error, record.request_id)
 
 
 def setup_routes(app: web.Application) -> None:

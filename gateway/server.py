@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 
-from .config import Config
+from .config import Config, listen_url
 from .errors import GatewayError
 from .appkeys import CONFIG
 from .logfmt import escape
@@ -185,7 +185,7 @@ def _listen(host: str, port: int) -> list[socket.socket]:
             sock.close()
         # socket.create_server words its own errors: the system's message is what tells the operator why
         reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
-        raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+        raise ListenError(f"cannot listen on {listen_url(host, port).removeprefix('http://')}: {reason}") from None
     return sockets
 
 
@@ -197,7 +197,7 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
-            log.info("listening on http://%s:%s", host, sockets[0].getsockname()[1])
+            log.info("listening on %s", listen_url(host, sockets[0].getsockname()[1]))
             await _until_signalled()
         finally:
             await runner.cleanup()

@@ -153,6 +153,7 @@ class EventStream(EventSourceResponse):
         self._last_write = 0.0
         self._writing_since: float | None = None  # when the write in progress began
         self.too_slow = False
+        self.keepalives = 0  # comments sent, for the request's access record
 
     async def write_event(self, event: bytes) -> None:
         self._last_write = self._writing_since = self._loop.time()
@@ -189,6 +190,7 @@ class EventStream(EventSourceResponse):
                 try:
                     async with asyncio.timeout(send_timeout):
                         await self.write_event(KEEPALIVE_COMMENT)
+                    self.keepalives += 1
                 except TimeoutError:
                     return self._drop_slow_client()
                 except (ConnectionResetError, RuntimeError):

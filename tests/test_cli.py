@@ -281,3 +281,45 @@ def test_serve_host_not_on_this_machine_is_one_line_and_exit_1(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("gateway serve: cannot listen on 192.0.2.1:"), result.stderr
+
+
+@pytest.mark.parametrize("host", ["bad host", "999.1.1.1", "-x", "exa mple.com"])
+def test_cli_host_is_validated_like_the_config_s(tmp_path, host):
+    path = tmp_path / "serve.yaml"
+    path.write_text(_serve_config("127.0.0.1", free_port()), encoding="utf-8")
+    result = run_gateway("serve", "--config", str(path), f"--host={host}")
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and "--host" in result.stderr and "IP address" in result.stderr
+    path.write_text(_serve_config(host, free_port()), encoding="utf-8")  # the same words for server.host
+    result = run_gateway("check", "--config", str(path))
+    assert result.returncode == 1 and "server.host: must be an IP address" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+async def test_ipv6_host_is_printed_as_a_url(tmp_path, host):
+    port = free_port()
+    path = tmp_path / "serve.yaml"
+    path.write_text(_serve_config("127.0.0.1", port), encoding="utf-8")
+    process = _start("--config", str(path), "--host", host, "--port", str(port))
+    try:
+        await _wait_healthy(process, f"http://[::1]:{port}")
+    finally:
+        code, stderr = _stop(process) if process.poll() is None else (process.returncode, process.stderr.read())
+    assert code == 0, stderr
+    assert f"listening on http://[::1]:{port}" in stderr
+
+
+def test_serve_log_level_flag_overrides_the_config_s_logging_level(tmp_path):
+    path = tmp_path / "serve.yaml"
+    with socket.socket() as taken:  # the serve fails at once: what matters is which lines it logged first
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = (_serve_config("127.0.0.1", taken.getsockname()[1])
+                  + "  - {name: dormant, kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key: '${SURELY_UNSET_VAR_CLI}'}\n"
+                  + "logging: {level: ERROR, format: json}\n")
+        path.write_text(config, encoding="utf-8")
+        quiet = run_gateway("serve", "--config", str(path))
+        loud = run_gateway("serve", "--config", str(path), "--log-level", "warning")
+    assert "disabled" not in quiet.stderr
+    warning = next(line for line in loud.stderr.splitlines() if "disabled" in line)
+    assert orjson.loads(warning)["level"] == "WARNING"

@@ -191,7 +191,7 @@ async def test_fetch_example_reports_a_stream_cut_without_done(node, upstream):
 async def test_abort_example_stops_the_demo_answer(node, gateway):
     result = await run(node, "abort.mjs", *via(gateway), "--after", "3")
     assert result.code == 0, result.err
-    assert re.search(r"\n--- stopped after 3 pieces; the gateway logs: request \w+ \.\.\. outcome=cancelled",
+    assert re.search(r"\n--- stopped after 3 pieces; the gateway logs: request \w+ \.\.\. outcome=client_disconnected",
                      result.out)
 
 

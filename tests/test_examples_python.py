@@ -301,8 +301,8 @@ async def test_cancel_example_names_the_request_the_gateway_logs_as_cancelled(tm
     async with served(config, port, tmp_path) as (_, log):
         result = await run("cancel.py", "--base-url", f"http://127.0.0.1:{port}/v1", "--after", "2")
         assert result.code == 0, result.err
-        request_id = re.search(r"the gateway logs: request_id=(\w+) \.\.\. outcome=cancelled", result.out).group(1)
-        line = f"request_id={request_id} chat key=- provider=demo model=echo stream=True tries=1 outcome=cancelled"
+        request_id = re.search(r"the gateway logs: request_id=(\w+) \.\.\. outcome=client_disconnected", result.out).group(1)
+        line = f"request_id={request_id} chat key=- provider=demo model=echo stream=True tries=1 outcome=client_disconnected"
         async with asyncio.timeout(SCRIPT_BOUND):
             while line not in log.read_text():
                 await asyncio.sleep(0.05)

@@ -242,9 +242,9 @@ async def test_metrics_count_requests_by_key_id(keyed, upstream):
     await keyed.post("/v1/chat/completions", json=CHAT, headers=bearer(OTHER))
     await keyed.post("/v1/completions", json={"model": "demo/echo", "prompt": "x"}, headers=bearer(KEY_B))
     text = await (await keyed.get("/metrics")).text()
-    assert 'gateway_requests_total{endpoint="chat",key="team-a",outcome="ok"} 1.0' in text
-    assert 'gateway_requests_total{endpoint="chat",key="-",outcome="invalid_api_key"} 1.0' in text
-    assert 'gateway_requests_total{endpoint="completions",key="team-b",outcome="model_not_allowed"} 1.0' in text
+    assert 'gateway_key_requests_total{key="team-a",outcome="ok"} 1.0' in text
+    assert 'gateway_key_requests_total{key="-",outcome="invalid_api_key"} 1.0' in text
+    assert 'gateway_key_requests_total{key="team-b",outcome="model_not_allowed"} 1.0' in text
     assert OTHER not in text and KEY_A not in text
 
 

@@ -108,7 +108,7 @@ async def test_requests_per_minute_429_with_openai_headers(limited, upstream):
     assert len(upstream.received) == 2  # the refused request never reached the provider
     metrics = await (await limited.get("/metrics")).text()
     assert 'gateway_rate_limited_total{key="rated",limit="requests_per_minute"} 1.0' in metrics
-    assert 'gateway_requests_total{endpoint="chat",key="rated",outcome="rate_limit_exceeded"} 1.0' in metrics
+    assert 'gateway_key_requests_total{key="rated",outcome="rate_limit_exceeded"} 1.0' in metrics
 
 
 async def test_tokens_are_estimated_then_corrected_by_real_usage(limited, upstream):
@@ -317,3 +317,13 @@ async def test_slot_given_back_on_server_shutdown(limited, upstream):
     assert backend.open_streams("solo") == 0
     rest = await asyncio.wait_for(reading, BOUND)
     assert b"server_shutting_down" in rest and rest.endswith(b"data: [DONE]\n\n")
+
+
+async def test_first_request_of_a_key_near_its_token_limit_is_not_a_false_429():
+    """The bucket of a key's first request starts full at the admission's own clock reading: a clock that
+    moves between two readings (as time.monotonic does) must not make the new bucket look drained."""
+    ticks = iter(range(1_000_000))
+    backend = MemoryLimits(Metrics(), clock=lambda: 1000.0 + next(ticks) * 0.001)
+    key = ClientKey("first", "0" * 64, limits=KeyLimits(tokens_per_minute=1000))
+    admission = await backend.admit(key, 1026)  # more than the whole budget: a full bucket admits it
+    assert admission.headers["x-ratelimit-limit-tokens"] == "1000"

@@ -8,9 +8,9 @@ const USAGE = `usage: node abort.mjs [options] [prompt]
 Streams an answer with the openai package and stops it after --after pieces of text (or at Ctrl-C)
 with an AbortController. Aborting closes the connection; the gateway sees the client leave and
 closes its own request to the provider, so generation (and billing) stops there too. The gateway
-logs the request with outcome=cancelled:
+logs the request with outcome=client_disconnected:
 
-  INFO gateway: request <id> chat key=- provider=demo model=echo stream=True tries=1 outcome=cancelled ...
+  INFO gateway.access: request id=<id> request_id=<id> chat key=- provider=demo model=echo stream=True tries=1 outcome=client_disconnected ...
 
 The same signal works with plain fetch: fetch(url, { signal: controller.signal }).
 
@@ -65,7 +65,7 @@ async function main() {
     console.error("\nerror: the stream ended before the answer was finished");
     return 1;
   }
-  console.log(`\n--- stopped after ${pieces} pieces; the gateway logs: request ${requestId} ... outcome=cancelled`);
+  console.log(`\n--- stopped after ${pieces} pieces; the gateway logs: request ${requestId} ... outcome=client_disconnected`);
   return 0;
 }
 

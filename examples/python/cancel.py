@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Stops an answer early with the `openai` SDK. Closing the stream closes its connection; the gateway
 sees the client leave and closes its own request to the provider, so generation (and billing) stops
-there too. The gateway logs the request with `outcome=cancelled`:
+there too. The gateway logs the request with `outcome=client_disconnected`:
 
-    INFO gateway: request id=<own id> request_id=<id> chat key=- provider=demo model=echo stream=True tries=1
-    outcome=cancelled ...
+    INFO gateway.access: request id=<own id> request_id=<id> chat key=- provider=demo model=echo stream=True tries=1
+    outcome=client_disconnected ...
 
     python cancel.py --after 5 "Tell me a long story"
 """
@@ -68,7 +68,7 @@ def main() -> int:
     finally:
         # Closes the connection (an unread answer cannot be left on a pooled one); a Stop button does this.
         stream.close()
-    print(f"\n--- stopped after {pieces} pieces; the gateway logs: request_id={request_id} ... outcome=cancelled")
+    print(f"\n--- stopped after {pieces} pieces; the gateway logs: request_id={request_id} ... outcome=client_disconnected")
     return 0
 
 

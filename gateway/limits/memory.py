@@ -40,10 +40,12 @@ class MemoryLimits(LimitBackend):
         self.clock = clock
         self.states: dict[str, _KeyState] = {}
 
-    def _state(self, key: ClientKey) -> _KeyState:
+    def _state(self, key: ClientKey, now: float) -> _KeyState:
+        """The key's buckets; a new one starts full at `now`, the same clock reading the caller uses next
+        (a later reading would make `now` look earlier than the bucket and drain it)."""
         state = self.states.get(key.id)
         if state is None:
-            state = self.states[key.id] = _KeyState(key, self.clock())
+            state = self.states[key.id] = _KeyState(key, now)
         return state
 
     def open_streams(self, key_id: str) -> int:
@@ -53,7 +55,7 @@ class MemoryLimits(LimitBackend):
     async def admit(self, key: ClientKey, tokens: int) -> Admission:
         # No await between the checks and the charges: admission is atomic within the event loop.
         now = self.clock()
-        state = self._state(key)
+        state = self._state(key, now)
         requests = state.requests.budget(now) if state.requests else None
         token_budget = state.tokens.budget(now) if state.tokens else None
         streams = key.limits.concurrent_streams
@@ -82,9 +84,10 @@ class MemoryLimits(LimitBackend):
         if admission.settled:
             return
         admission.settled = True
-        state = self._state(admission.key)
+        now = self.clock()
+        state = self._state(admission.key, now)
         if admission.slot is not None:
             state.streams -= 1
         if state.tokens is not None and used_tokens is not None:
-            state.tokens.budget(self.clock())
+            state.tokens.budget(now)
             state.tokens.level = min(state.tokens.limit, state.tokens.level + admission.tokens - used_tokens)

@@ -1,0 +1,199 @@
+"""One access-log line per request, whatever its fate, built here and nowhere else.
+
+The `access_log` middleware (outermost) starts an AccessRecord for every request that reaches the app,
+the completion handler fills it as the request goes, and the middleware writes it once the response is
+done: one line, and the request's Prometheus samples (gateway/metrics.py), from the same record. An
+`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py).
+
+Fields, the same names in text (`name=value`, `-` when unknown) and JSON (null when unknown):
+id (the gateway's own, unique), request_id (X-Request-Id taken when valid, else `id`; returned),
+endpoint, key (the key's id, never the key), provider, model (what answered), stream, tries, outcome,
+status, requested_model, client, method, path, finish_reason, first_chunk_seconds, seconds,
+prompt_tokens, completion_tokens, reasoning_tokens, fallback, moderation (actions taken: input_block,
+output_block). Client-controlled values (request_id is checked; requested_model, path, client) are capped
+and, in text, escaped (gateway/logfmt.py); JSON escapes them itself, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .config import IPNetwork
+from .appkeys import CONFIG
+from .logfmt import FIELD_CAP, escape
+from .logsetup import ACCESS_ATTRIBUTE
+from .metrics import METRICS
+from .redaction import redact_log
+
+log = logging.getLogger("gateway.access")
+
+CLIENT_DISCONNECTED = "client_disconnected"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before the answer
+QUIET_PATHS = frozenset({"/healthz", "/metrics"})  # probes and scrapes: logged at DEBUG, not INFO
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# what JSON does not escape but a terminal or an editor takes for a line break or a change of direction
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    own_id: str
+    request_id: str
+    client: str
+    method: str
+    path: str
+    started: float  # time.monotonic()
+    endpoint: str = "-"
+    key: str | None = None
+    requested_model: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    stream: bool | None = None
+    status: int = 0
+    outcome: str | None = None
+    finish_reason: str | None = None
+    first_chunk: float | None = None  # seconds from the start to the first chunk sent
+    seconds: float = 0.0
+    tries: int = 0
+    retries: int = 0
+    fallback: bool = False
+    usage: dict | None = None
+    moderation: list[str] = field(default_factory=list)
+    chunks_in: int = 0  # chunks from the provider into the middleware chain
+    chunks_out: int = 0  # chunks written to the client
+    keepalives: int = 0
+
+    def tokens(self, name: str) -> int | None:
+        usage = self.usage
+        if not usage:
+            return None
+        if name == "reasoning_tokens":
+            usage = usage.get("completion_tokens_details") or {}
+        value = usage.get(name) if isinstance(usage, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def fields(self) -> dict[str, object]:
+        """The line's fields with raw values (capped): for JSON, and, escaped, for text."""
+        return {
+            "id": self.own_id, "request_id": self.request_id, "endpoint": self.endpoint, "key": self.key,
+            "provider": self.provider, "model": self.model, "stream": self.stream, "tries": self.tries,
+            "outcome": self.outcome, "status": self.status, "requested_model": self.requested_model,
+            "client": self.client, "method": self.method, "path": self.path, "finish_reason": self.finish_reason,
+            "first_chunk_seconds": None if self.first_chunk is None else round(self.first_chunk, 3),
+            "seconds": round(self.seconds, 3), "prompt_tokens": self.tokens("prompt_tokens"),
+            "completion_tokens": self.tokens("completion_tokens"),
+            "reasoning_tokens": self.tokens("reasoning_tokens"), "fallback": self.fallback,
+            "moderation": list(self.moderation),
+        }
+
+
+ACCESS = web.RequestKey("access", AccessRecord)
+
+
+def client_address(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> str:
+    """The peer; or, when the peer is a trusted proxy, the client it names: the right-most address of
+    X-Forwarded-For that is not itself a trusted proxy, else X-Real-IP."""
+    peer = request.remote or "-"
+    if not _trusted(peer, trusted):
+        return peer
+    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    for address in reversed(forwarded):
+        if not _trusted(address, trusted):
+            return address
+    return request.headers.get("X-Real-IP", "").strip() or (forwarded[0] if forwarded else peer)
+
+
+def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def begin(request: web.BaseRequest) -> AccessRecord:
+    """The request's record, started on first use."""
+    record = request.get(ACCESS)
+    if record is None:
+        own_id = uuid.uuid4().hex  # unique per request, whatever id the client sent
+        given = request.headers.get("X-Request-Id", "")
+        record = request[ACCESS] = AccessRecord(
+            own_id=own_id, request_id=given if _REQUEST_ID.match(given) else own_id,
+            client=client_address(request, request.app[CONFIG].server.trusted_proxies)[:FIELD_CAP],
+            method=request.method[:20], path=request.path[:FIELD_CAP], started=time.monotonic())
+    return record
+
+
+def finish(app: web.Application, record: AccessRecord) -> None:
+    """The request is done: its line, and its samples."""
+    record.seconds = time.monotonic() - record.started
+    if record.outcome is None:
+        record.outcome = "ok" if record.status < 400 else f"http_{record.status}"
+    metrics = app.get(METRICS)
+    if metrics is not None:
+        metrics.observe(record)
+    level = logging.DEBUG if record.path in QUIET_PATHS and record.status < 400 else logging.INFO
+    if log.isEnabledFor(level):
+        fields = record.fields()
+        log.log(level, "%s", text_line(fields), extra={ACCESS_ATTRIBUTE: _json_fields(fields)})
+
+
+def text_line(fields: dict[str, object]) -> str:
+    head = f"request id={fields['id']} request_id={fields['request_id']} {fields['endpoint']}"
+    rest = " ".join(f"{name}={_text(value)}" for name, value in fields.items()
+                    if name not in ("id", "request_id", "endpoint"))
+    return f"{head} {rest}"
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(escape(item) for item in value) or "-"
+    return escape(value) if isinstance(value, str) else str(value)
+
+
+def _json_fields(fields: dict[str, object]) -> dict[str, object]:
+    """The fields as JSON gets them: secrets redacted (this dict does not go through the record factory)."""
+    return {name: _json_safe(value) if isinstance(value, str) else value for name, value in fields.items()}
+
+
+def _json_safe(value: str) -> str:
+    return _JSON_UNSAFE.sub("\ufffd", redact_log(value))
+
+
+@web.middleware
+async def access_log(request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    record = begin(request)
+    try:
+        response = await handler(request)
+    except asyncio.CancelledError:  # the client went away and aiohttp cancelled the handler
+        record.status = record.status or CLIENT_CLOSED_REQUEST
+        record.outcome = record.outcome or CLIENT_DISCONNECTED
+        finish(request.app, record)
+        raise
+    except web.HTTPException as exc:  # a redirect (errors are answered by openai_errors, inside)
+        record.status = exc.status
+        finish(request.app, record)
+        raise
+    except BaseException:
+        record.status, record.outcome = 500, record.outcome or "internal_error"
+        finish(request.app, record)
+        raise
+    record.status = record.status or response.status
+    if record.endpoint == "-" and request.match_info.route.resource is not None:  # a route's own path: bounded
+        record.endpoint = request.match_info.route.resource.canonical
+    if not response.prepared:
+        response.headers.setdefault("x-request-id", record.request_id)
+    finish(request.app, record)
+    return response

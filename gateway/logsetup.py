@@ -1,0 +1,55 @@
+"""How log lines look: `logging.format: text` (one line per record) or `json` (one object per line).
+
+Every JSON line has `ts` (ISO 8601, UTC, milliseconds), `level`, `logger` and `message`; a traceback adds
+`exc`. An access-log record (gateway/access_log.py) carries its fields instead of a message: `event:
+"request"` and the fields listed there, with their raw values (capped, never escaped: JSON escapes them
+once). Secrets are out of every record before it reaches a formatter: gateway/redaction.py's record
+factory cleans the message and traceback, and access fields are redacted when they are built.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+ACCESS_ATTRIBUTE = "access_fields"  # the LogRecord attribute an access-log record carries its fields in
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, ACCESS_ATTRIBUTE, None)
+        if fields is not None:
+            line["event"] = "request"
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # the redacted traceback (gateway/redaction.py drops exc_info when it cleans one)
+            line["exc"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return orjson.dumps(line, default=str).decode()
+
+
+def formatter(form: str) -> logging.Formatter:
+    return JsonFormatter() if form == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def configure(level: str, form: str = "text") -> None:
+    """The root logger writes to stderr at `level`, in `form` (text or json)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(form))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
