@@ -351,7 +351,7 @@ def test_any_schema_cleans_to_gemini_keywords_only(schema):
     if not isinstance(schema, dict):
         return
     try:
-        cleaned = gemini.gemini_schema(schema, "tools[0].function.parameters")
+        cleaned = gemini_schema.gemini_schema(schema, "tools[0].function.parameters")
     except GatewayError as error:
         assert error.status == 400 and error.param == "tools[0].function.parameters"
         assert error.code in ("schema_ref_cycle", "schema_too_large", "schema_too_deep")
@@ -417,7 +417,7 @@ async def test_gemini_text_copied_by_ref_inlining_is_bounded_too(gateway, upstre
 
 async def test_gemini_response_schema_shares_the_requests_schema_budget(gateway, upstream):
     half = doubling_refs(11)  # 8,191 nodes: one fits, two do not
-    assert gemini.gemini_schema(half)
+    assert gemini_schema.gemini_schema(half)
     response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": half}}
     error = await rejected(gateway, upstream, {"messages": [{"role": "user", "content": "hi"}], "tools": [
         {"type": "function", "function": {"name": "f", "parameters": doubling_refs(11)}}],
@@ -450,7 +450,7 @@ async def test_tool_choice_variants(gateway, upstream, tool_choice, config, decl
 
 def _state(choices: int = 1):
     ctx = SimpleNamespace(provider=SimpleNamespace(name="gem", secrets=(FAKE_KEY,)), choices=choices,
-                          id_prefix="chatcmpl-", created=1782955817, model="gemini-x")
+                          endpoint="chat", created=1782955817, model="gemini-x")
     return gemini.new_state(ctx)
 
 
