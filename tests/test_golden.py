@@ -70,7 +70,8 @@ async def _exchange(case: Path, split: int | None, upstream, gateway) -> tuple[b
     request_file = case.with_name(f"{stem}.request.json")
     request = json.loads(request_file.read_text()) if request_file.exists() else dict(DEFAULT_REQUEST)
     endpoint = request.pop("_endpoint", "chat")
-    split = request.pop("_split", split) if split else None
+    case_split = request.pop("_split", None)  # never sent: an OpenAI-compatible provider would get it
+    split = (case_split or split) if split else None
     upstream.stream(case.read_bytes(), split=split)
 
     path = "/v2/chat/completions" if endpoint == "chat" else "/v2/completions"
@@ -108,6 +109,7 @@ async def test_golden_upstream_request_fails_on_a_change_in_request_conversion(u
     assert sent != case.with_name("text.upstream-request.json").read_text()
 
     case = GOLDEN / "gemini" / "max-tokens.upstream.sse"
+    upstream.received.clear()
     monkeypatch.setattr(gemini_request, "max_output_tokens", lambda body: 7)
     _, sent = await _exchange(case, None, upstream, gateway)
     assert sent != case.with_name("max-tokens.upstream-request.json").read_text()
