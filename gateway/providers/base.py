@@ -25,9 +25,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
-from ..sse import SSEDecoder, SSEEvent
+from ..sse import SSEDecoder
 from ..upstream import FramingError, UpstreamRequest
 
 if TYPE_CHECKING:
@@ -108,6 +108,3 @@ class LocalAdapter(_Kind):
 
     @abstractmethod
     def stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]: ...
-
-
-SSEAdapter = HttpAdapter[Any, SSEEvent]
