@@ -44,14 +44,10 @@ def _check(path: str | None) -> int:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
-    from .providers import supported
-
     for provider in config.providers.values():
         if not provider.enabled:
             print(f"{config.source}: note: provider '{provider.name}' will be disabled until "
                   f"{' and '.join(provider.missing_env)} is set")
-        elif not supported(provider.kind):
-            print(f"{config.source}: note: provider '{provider.name}': kind '{provider.kind}' is not served yet")
     if config.moderation.active and "moderate" not in config.middlewares:
         print(f"{config.source}: note: moderation is configured but 'moderate' is not in middlewares: it is not applied")
     if config.open_access and not is_loopback(config.server.host):

@@ -15,7 +15,6 @@ import yaml
 from .moderation_config import ModerationConfig
 from .redaction import header_secrets, url_secrets
 
-KINDS = ("openai", "anthropic", "gemini", "demo")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
@@ -57,6 +56,7 @@ class ProviderConfig:
     models: tuple[str, ...] | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: dict[str, str] = field(default_factory=dict)
+    # kind options (the adapters declare which kind takes each: gateway/providers/*.py `options`)
     stream_options: bool = True  # send stream_options.include_usage upstream (openai kind)
     max_event_bytes: int = 1 << 20
     token_interval: float = 0.03  # demo kind: seconds between tokens
@@ -421,17 +421,54 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     return Config(server, providers, routes, middlewares, source, settings, auth, keys, limits, logging)
 
 
-_PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "stream_options",
-                  "max_event_bytes", "token_interval", "retry", "health", "on_malformed")
+_SHARED_PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "max_event_bytes",
+                         "retry", "health", "on_malformed")
+
+
+def _adapters() -> dict[str, Any]:
+    """The kinds and their options, from the one list of adapters (imported here: the adapters import
+    this module's types)."""
+    from .providers import ADAPTERS
+
+    return ADAPTERS
+
+
+def _kind_options(v: _Validator, raw: dict, path: str, kind: str, provider: ProviderConfig) -> None:
+    """The keys only some kinds take, checked as the adapter of each declares them."""
+    adapters = _adapters()
+    takers: dict[str, list[str]] = {}
+    declared = {}
+    for adapter in adapters.values():
+        for option in adapter.options:
+            takers.setdefault(option.key, []).append(adapter.kind)
+            declared[option.key] = option
+    for key, option in declared.items():
+        if key not in raw:
+            continue
+        if kind not in takers[key]:
+            v.ld.problem(f"{path}.{key}", f"only the {' or '.join(takers[key])} provider takes {key}")
+        if option.type is bool:
+            if not isinstance(raw[key], bool):
+                v.ld.problem(f"{path}.{key}", "must be true or false")
+                continue
+            value = raw[key]
+        else:
+            value = v.number(raw[key], f"{path}.{key}", option.minimum or 0, exclusive=False)
+            if value is None:
+                continue
+            value = float(value)
+        setattr(provider, key, value)
 
 
 def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
     ld = v.ld
-    raw = v.mapping(raw, path, _PROVIDER_KEYS, ("name", "kind"))
+    adapters = _adapters()
+    options = tuple(dict.fromkeys(o.key for adapter in adapters.values() for o in adapter.options))
+    raw = v.mapping(raw, path, _SHARED_PROVIDER_KEYS + options, ("name", "kind"))
     name = v.string(raw.get("name"), f"{path}.name") if "name" in raw else None
     kind = raw.get("kind")
-    if "kind" in raw and kind not in KINDS:
-        ld.problem(f"{path}.kind", f"must be one of {', '.join(KINDS)}")
+    if "kind" in raw and (not isinstance(kind, str) or kind not in adapters):
+        ld.problem(f"{path}.kind", f"must be one of {', '.join(adapters)}")
         kind = None
     if name is not None and not _NAME.match(name):
         ld.problem(f"{path}.name", "may hold letters, digits, '.', '_' and '-' only")
@@ -439,7 +476,7 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
         return None
     missing: list[str] = []
     provider = ProviderConfig(name=name, kind=kind)
-    if kind != "demo":
+    if adapters[kind].remote:
         base_url = v.string(raw.get("base_url"), f"{path}.base_url")
         if base_url is not None:
             base_url = _expand(base_url, missing)
@@ -447,7 +484,7 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
                 ld.problem(f"{path}.base_url", "must start with http:// or https://")
             provider.base_url = base_url.rstrip("/")
     elif "base_url" in raw or "api_key" in raw:
-        ld.problem(path, "the demo provider takes no base_url or api_key")
+        ld.problem(path, f"the {kind} provider takes no base_url or api_key")
     if "api_key" in raw and raw["api_key"] is not None:
         key = v.string(raw["api_key"], f"{path}.api_key")
         if key is not None:
@@ -470,21 +507,11 @@ def _provider(v: _Validator, raw: Any, path: str) -> ProviderConfig | None:
         else:
             provider.headers = {k: _expand(x, missing) for k, x in headers.items()}
             provider.env_headers = tuple(k for k, x in headers.items() if _VAR.search(x))
-    if "stream_options" in raw:
-        if not isinstance(raw["stream_options"], bool):
-            ld.problem(f"{path}.stream_options", "must be true or false")
-        else:
-            provider.stream_options = raw["stream_options"]
+    _kind_options(v, raw, path, kind, provider)
     if "max_event_bytes" in raw:
         size = v.number(raw["max_event_bytes"], f"{path}.max_event_bytes", 1024, integer=True, exclusive=False)
         if size is not None:
             provider.max_event_bytes = size
-    if "token_interval" in raw:
-        if kind != "demo":
-            ld.problem(f"{path}.token_interval", "only the demo provider takes token_interval")
-        interval = v.number(raw["token_interval"], f"{path}.token_interval", 0, exclusive=False)
-        if interval is not None:
-            provider.token_interval = float(interval)
     if "retry" in raw:
         values = v.mapping(raw["retry"], f"{path}.retry", tuple(RetryPolicy.__annotations__))
         checked = {k: v.number(values[k], f"{path}.retry.{k}", 1 if k == "attempts" else 0,

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT
 from .context import RequestContext
 from .sse import encode_event
 
@@ -16,7 +17,7 @@ def text_completion_chunk(chunk: dict) -> dict:
     """A chat chunk as the legacy /completions endpoint streams it."""
     return {
         "id": chunk["id"],
-        "object": "text_completion",
+        "object": TEXT_COMPLETION_OBJECT,
         "created": chunk["created"],
         "model": chunk["model"],
         "choices": [
@@ -132,7 +133,7 @@ async def combine(ctx: RequestContext, chunks: AsyncIterator[dict]) -> dict:
     ]
     return {
         "id": head.get("id"),
-        "object": "chat.completion" if chat else "text_completion",
+        "object": COMPLETION_OBJECTS[ctx.endpoint],
         "created": head.get("created", ctx.created),
         "model": head.get("model", ctx.model),
         "choices": choices,

@@ -23,7 +23,6 @@ from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION
 from .logfmt import FIELD_CAP
 from .metrics import METRICS
 from .pipeline import Chain
-from .providers import supported
 from .responses import combine, encoder
 from .model_resolution import listed_models, resolve
 from .sse import DONE_EVENT, EventStream, encode_event
@@ -58,11 +57,7 @@ async def _read_json(request: web.Request) -> object:
 
 
 def _context(config: Config, endpoint: str, body: dict, request_id: str) -> RequestContext:
-    candidates = resolve(config, body["model"])
-    for provider, _ in candidates:
-        if not supported(provider.kind):
-            raise GatewayError(501, f"provider '{provider.name}' of kind '{provider.kind}' is not served by this "
-                               "version", type="not_implemented", code="provider_kind_unsupported")
+    candidates = resolve(config, body["model"])  # every kind resolves to an adapter: config validation checked it
     provider, model = candidates[0]
     stream = bool(body.get("stream"))
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))

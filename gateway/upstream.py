@@ -1,6 +1,7 @@
-"""Opening a provider's stream: the HTTP request, its timeouts, HTTP error mapping, and SSE decoding.
+"""Opening a provider's stream: the HTTP request, its timeouts, HTTP error mapping, and event decoding
+(with the adapter's decoder: SSE for every format so far).
 
-Every way out of `sse_events` (end, error, timeout, cancellation, the consumer closing it) leaves the
+Every way out of `upstream_events` (end, error, timeout, cancellation, the consumer closing it) leaves the
 upstream connection either fully read and pooled, or closed at once; after the provider's end-of-stream
 event, pooled when its body ends, or closed if it does not end within END_GRACE.
 """
@@ -8,11 +9,10 @@ event, pooled when its body ends, or closed if it does not end within END_GRACE.
 from __future__ import annotations
 
 import asyncio
-import math
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -35,7 +35,7 @@ from .errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from .sse import SSEDecodeError, SSEDecoder, SSEEvent
+from .sse import SSEDecodeError
 
 ERROR_BODY_LIMIT = 64 * 1024
 PASSED_HEADERS = ("retry-after", "retry-after-ms")
@@ -52,6 +52,18 @@ class UpstreamRequest:
 
 class Ending(Protocol):
     done: bool  # the provider sent its end-of-stream event
+
+
+class FramingError(ValueError):
+    """Bytes that break an event framing other than SSE's (whose decoder raises SSEDecodeError)."""
+
+
+class Decoder(Protocol):
+    def feed(self, data: bytes) -> Sequence[Any]: ...
+
+
+# An adapter's own reading of an error answer: None leaves it to `http_error`.
+ErrorHook = Callable[[ProviderConfig, int, bytes, Mapping[str, str]], GatewayError | None]
 
 
 class _Expired(Exception):
@@ -115,8 +127,8 @@ class _ReadWatchdog:
         self._handle.cancel()
 
 
-def _error_payload(body: bytes) -> dict | None:
-    """A provider's error body as a JSON object, unwrapping Gemini's occasional one-element array."""
+def error_payload(body: bytes) -> dict | None:
+    """A provider's error body as a JSON object, unwrapping the one-element array some send (Gemini)."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -128,7 +140,7 @@ def _error_payload(body: bytes) -> dict | None:
 
 def error_message(body: bytes) -> str | None:
     """The human message in a provider's error body, whichever of the usual shapes it has."""
-    payload = _error_payload(body)
+    payload = error_payload(body)
     if payload is None:
         return None
     error = payload.get("error", payload)
@@ -152,31 +164,11 @@ def _shown(provider: ProviderConfig, message: str | None) -> str:
     return message
 
 
-def _retry_delay(body: bytes) -> int | None:
-    """Seconds from a Google `RetryInfo` detail (`"retryDelay": "37s"`), rounded up."""
-    error = (_error_payload(body) or {}).get("error")
-    details = error.get("details") if isinstance(error, dict) else None
-    for detail in details if isinstance(details, list) else ():
-        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
-        if isinstance(delay, str) and delay.endswith("s"):
-            try:
-                return max(1, math.ceil(float(delay[:-1])))
-            except ValueError:
-                return None
-    return None
-
-
 def http_error(provider: ProviderConfig, status: int, body: bytes, headers) -> GatewayError:
     """Maps a provider's HTTP error: 400, 404 and 429 keep their status; a refused key and 5xx become 502."""
     message = _shown(provider, error_message(body))
     passed = {k: v for k, v in headers.items() if k.lower() in PASSED_HEADERS or k.lower().startswith("x-ratelimit-")}
     name = provider.name
-    if status == 400 and b"API_KEY_INVALID" in body:  # Gemini refuses a bad key with a 400
-        status = 401
-    if status == 429 and "retry-after" not in {k.lower() for k in passed}:
-        delay = _retry_delay(body)  # Gemini says when to retry in the body only
-        if delay is not None:
-            passed["Retry-After"] = str(delay)
     if status == 429:
         return upstream_rate_limited(name, message or "too many requests", passed)
     if status in (401, 403):
@@ -337,10 +329,12 @@ def _release_when_complete(response: aiohttp.ClientResponse, loop: asyncio.Abstr
         loop.call_later(END_GRACE, response.close)  # a no-op once the body ended and the connection was released
 
 
-async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest, provider: ProviderConfig,
-                     ending: Ending | None = None) -> AsyncIterator[SSEEvent]:
-    """The provider's SSE events. A consumer that stops once `ending.done` is set (the provider's
-    end-of-stream event) does not wait for the connection to end: it is released or closed."""
+async def upstream_events(session: aiohttp.ClientSession, request: UpstreamRequest, provider: ProviderConfig,
+                          ending: Ending | None, decoder: Decoder, content_type: str = "text/event-stream",
+                          error_hook: ErrorHook | None = None) -> AsyncIterator[Any]:
+    """The provider's events, cut by `decoder` from a body of `content_type`; an error answer is read by
+    `error_hook` first. A consumer that stops once `ending.done` is set (the provider's end-of-stream
+    event) does not wait for the connection to end: it is released or closed."""
     timeouts = provider.timeouts
     name = provider.name
     loop = asyncio.get_running_loop()
@@ -377,12 +371,12 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest, p
                 body = await _error_body(response.content)
             except (_Expired, GatewayError, HttpProcessingError, aiohttp.ClientError, RuntimeError):
                 body = b""  # the status says enough
-            raise http_error(provider, response.status, body, response.headers)
-        content_type = response.headers.get("Content-Type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise upstream_bad_stream(name, f"expected text/event-stream, got '{content_type[:60] or 'nothing'}'")
+            error = error_hook(provider, response.status, body, response.headers) if error_hook else None
+            raise error or http_error(provider, response.status, body, response.headers)
+        answered_type = response.headers.get("Content-Type", "")
+        if not answered_type.startswith(content_type):
+            raise upstream_bad_stream(name, f"expected {content_type}, got '{answered_type[:60] or 'nothing'}'")
 
-        decoder = SSEDecoder(provider.max_event_bytes)
         content = response.content
         while True:
             data = await content.readany()
@@ -401,7 +395,7 @@ async def sse_events(session: aiohttp.ClientSession, request: UpstreamRequest, p
         finished = True
     except _Expired as exc:
         raise _timed_out(provider, exc.which) from None
-    except SSEDecodeError as exc:
+    except (SSEDecodeError, FramingError) as exc:
         raise upstream_bad_stream(name, str(exc)) from None
     except TimeoutError:
         raise upstream_timeout(name, "total") from None

@@ -268,3 +268,32 @@ async def test_anthropic_recording_replays_through_gateway(name, upstream, gatew
     else:
         assert choice["finish"] == want["finish"]
         assert got["usage"] == want["usage"]
+
+
+def test_blocks_are_tracked_by_index_a_tool_call_without_arguments_gets_an_empty_object():
+    """anthropic.Block: a tool_use block keeps its tool-call index; one that got no input_json_delta
+    sends "{}" when it stops, one that did sends nothing more; a text block's deltas stay text."""
+    from types import SimpleNamespace
+
+    from gateway.providers import anthropic
+    from gateway.sse import SSEEvent
+
+    ctx = SimpleNamespace(provider=SimpleNamespace(name="ant", secrets=()), endpoint="chat", created=1,
+                          model="claude-x", request_id="r1")
+    state = anthropic.new_state(ctx)
+
+    def parse(payload: dict) -> list[dict]:
+        return list(anthropic.parse_event(SSEEvent(orjson.dumps(payload)), state))
+
+    parse({"type": "message_start", "message": {"id": "msg_1"}})
+    parse({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t0", "name": "a"}})
+    parse({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t1", "name": "b"}})
+    (fragment,) = parse({"type": "content_block_delta", "index": 1,
+                         "delta": {"type": "input_json_delta", "partial_json": '{"x": 1}'}})
+    assert fragment["choices"][0]["delta"]["tool_calls"][0]["index"] == 1
+    (empty,) = parse({"type": "content_block_stop", "index": 0})
+    assert empty["choices"][0]["delta"]["tool_calls"] == [{"index": 0, "function": {"arguments": "{}"}}]
+    assert parse({"type": "content_block_stop", "index": 1}) == []
+    assert parse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "x"}}) == []
+    assert state.blocks[0].type == "tool_use" and state.blocks[1].got_arguments
+    assert empty["id"] == "chatcmpl-msg_1"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import openai
 import orjson
@@ -15,8 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
-from gateway.providers import gemini, gemini_schema
-from gateway.sse import SSEDecoder, SSEEvent
+from gateway.providers import gemini_schema
+from gateway.sse import SSEDecoder
 from tests.conftest import FAKE_KEY, recordings_dir
 from tests.fakes.upstream import Reply
 from tests.test_conformance import decode, reassemble
@@ -351,7 +350,7 @@ def test_any_schema_cleans_to_gemini_keywords_only(schema):
     if not isinstance(schema, dict):
         return
     try:
-        cleaned = gemini.gemini_schema(schema, "tools[0].function.parameters")
+        cleaned = gemini_schema.gemini_schema(schema, "tools[0].function.parameters")
     except GatewayError as error:
         assert error.status == 400 and error.param == "tools[0].function.parameters"
         assert error.code in ("schema_ref_cycle", "schema_too_large", "schema_too_deep")
@@ -417,7 +416,7 @@ async def test_gemini_text_copied_by_ref_inlining_is_bounded_too(gateway, upstre
 
 async def test_gemini_response_schema_shares_the_requests_schema_budget(gateway, upstream):
     half = doubling_refs(11)  # 8,191 nodes: one fits, two do not
-    assert gemini.gemini_schema(half)
+    assert gemini_schema.gemini_schema(half)
     response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": half}}
     error = await rejected(gateway, upstream, {"messages": [{"role": "user", "content": "hi"}], "tools": [
         {"type": "function", "function": {"name": "f", "parameters": doubling_refs(11)}}],
@@ -442,154 +441,6 @@ async def test_tool_choice_variants(gateway, upstream, tool_choice, config, decl
                                               "tools": STRICT_TOOLS, "tool_choice": tool_choice})
     assert received.body["toolConfig"] == {"functionCallingConfig": config}
     assert [d["name"] for d in received.body["tools"][0]["functionDeclarations"]] == declared
-
-
-# ---------------------------------------------------------------------------------------------------
-# The stream, one event at a time
-
-
-def _state(choices: int = 1):
-    ctx = SimpleNamespace(provider=SimpleNamespace(name="gem", secrets=(FAKE_KEY,)), choices=choices,
-                          id_prefix="chatcmpl-", created=1782955817, model="gemini-x")
-    return gemini.new_state(ctx)
-
-
-def _parse(state, *payloads) -> list[dict]:
-    chunks = []
-    for payload in payloads:
-        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        chunks.extend(gemini.parse_event(SSEEvent(data), state))
-    return chunks
-
-
-@pytest.mark.parametrize(("reason", "expected"), [
-    ("STOP", "stop"), ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
-    ("BLOCKLIST", "content_filter"), ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"),
-    ("IMAGE_SAFETY", "content_filter"), ("LANGUAGE", "content_filter"), ("OTHER", "stop"),
-    ("FINISH_REASON_UNSPECIFIED", "stop"), ("SOMETHING_NEW", "stop"),
-])
-def test_finish_reasons(reason, expected):
-    chunks = _parse(_state(), answer({"text": "Hi"}, finish=reason))
-    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, expected]
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Hi"}  # text with the finish kept
-
-
-def test_stop_after_a_call_is_tool_calls_but_max_tokens_stays_length():
-    call = {"functionCall": {"name": "f", "args": {}}}
-    assert _parse(_state(), answer(call))[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert _parse(_state(), answer(call, finish="MAX_TOKENS"))[-1]["choices"][0]["finish_reason"] == "length"
-
-
-@pytest.mark.parametrize("reason", ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"])
-def test_failed_function_call_is_an_upstream_error(reason):
-    payload = answer(finish=reason)
-    payload["candidates"][0]["finishMessage"] = f"Malformed function call: print(default_api.f(key={FAKE_KEY}))"
-    with pytest.raises(GatewayError) as info:
-        _parse(_state(), payload)
-    assert info.value.status == 502 and info.value.code == "upstream_invalid_function_call"
-    assert reason in info.value.message and FAKE_KEY not in info.value.message
-
-
-def test_tool_call_ids_are_unique_across_candidates_and_indexes_count_per_candidate():
-    payload = {"responseId": "r9", "candidates": [
-        {"index": 0, "content": {"parts": [{"functionCall": {"name": "a", "args": {"x": 1}}},
-                                           {"functionCall": {"name": "b"}}]}},
-        {"index": 1, "content": {"parts": [{"functionCall": {"name": "c", "args": {}}}]}}]}
-    (chunk,) = _parse(_state(2), payload)
-    calls = [(c["index"], call["index"], call["id"], call["function"]["arguments"])
-             for c in chunk["choices"] for call in c["delta"]["tool_calls"]]
-    assert calls == [(0, 0, "call_r9_0", '{"x":1}'), (0, 1, "call_r9_1", "{}"), (1, 0, "call_r9_2", "{}")]
-
-
-def test_usage_is_the_last_cumulative_count_sent_once_at_the_end():
-    state = _state()
-    chunks = _parse(state,
-                    {**answer({"text": "a"}, finish=None),
-                     "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}},
-                    {**answer({"text": "b"}, finish=None), "usageMetadata": {"trafficType": "ON_DEMAND"}},
-                    {**answer({"text": "c"}), "usageMetadata": {
-                        "promptTokenCount": 5, "candidatesTokenCount": 3, "thoughtsTokenCount": 7,
-                        "cachedContentTokenCount": 2, "totalTokenCount": 15}})
-    assert all("usage" not in c for c in chunks)
-    (last,) = gemini.finish(state)
-    assert last["choices"] == []
-    assert last["usage"] == {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15,
-                             "prompt_tokens_details": {"cached_tokens": 2},
-                             "completion_tokens_details": {"reasoning_tokens": 7}}
-
-
-def test_missing_response_id_and_model_version_are_made_up_once():
-    state = _state()
-    chunks = _parse(state, {"candidates": [{"content": {"parts": [{"text": "a"}]}}]},
-                    {"candidates": [{"content": {"parts": [{"text": "b"}]}, "finishReason": "STOP"}]})
-    ids = {c["id"] for c in chunks}
-    assert len(ids) == 1 and ids.pop().startswith("chatcmpl-")
-    assert {c["model"] for c in chunks} == {"gemini-x"}
-
-
-def test_malformed_events_are_counted_and_skipped():
-    state = _state()
-    chunks = _parse(state, b"{not json", b"[1, 2]", answer({"text": "ok"}, 7, {"functionCall": "x"}))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "ok"}
-    assert state.malformed == 4
-
-
-def test_stream_without_finish_is_truncated():
-    state = _state()
-    _parse(state, answer({"text": "half"}, finish=None))
-    with pytest.raises(GatewayError) as info:
-        gemini.finish(state)
-    assert info.value.code == "upstream_truncated"
-    two = _state(2)
-    _parse(two, answer({"text": "one"}, index=0))
-    with pytest.raises(GatewayError):
-        gemini.finish(two)  # n=2 and only one candidate finished
-
-
-def test_nothing_after_a_candidates_finish_is_kept():
-    state = _state()
-    chunks = _parse(state, answer({"text": "done"}), answer({"text": "again"}))
-    assert [c["choices"][0]["delta"] for c in chunks] == [{"role": "assistant", "content": "done"}, {}]
-
-
-def test_list_wrapped_error_payload_raises():
-    with pytest.raises(GatewayError) as info:
-        _parse(_state(), b'[{"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}]')
-    assert info.value.status == 502 and "Internal error" in info.value.message
-
-
-def test_vertex_partial_args_are_assembled_into_one_call():
-    """Vertex's streamFunctionCallArguments: pieces by JSON path, emitted whole when the call is complete."""
-    state = _state()
-    chunks = _parse(
-        state,
-        answer({"functionCall": {"name": "plan", "willContinue": True}, "thoughtSignature": "S1"}, finish=None),
-        answer({"functionCall": {"willContinue": True, "partialArgs": [
-            {"jsonPath": "$.trip.stops[1]", "stringValue": "Ber", "willContinue": True},
-            {"jsonPath": "$.trip.stops[1]", "stringValue": "gen"},
-            {"jsonPath": "$.trip.stops[0]", "stringValue": "Oslo"},
-            {"jsonPath": "$['max days']", "numberValue": 3},
-            {"jsonPath": "$.train", "boolValue": True},
-            {"jsonPath": "$.budget", "nullValue": "NULL_VALUE"}]}}, finish=None),
-        answer({"functionCall": {}}),
-    )
-    calls = [call for c in chunks for choice in c["choices"] for call in choice["delta"].get("tool_calls", ())]
-    assert len(calls) == 1
-    assert calls[0]["function"]["name"] == "plan"
-    assert orjson.loads(calls[0]["function"]["arguments"]) == {
-        "trip": {"stops": ["Oslo", "Bergen"]}, "max days": 3, "train": True, "budget": None}
-    assert calls[0]["extra_content"] == {"google": {"thought_signature": "S1"}}
-    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-
-
-@pytest.mark.parametrize("piece", [{"jsonPath": "a.b", "stringValue": "x"}, {"jsonPath": "$.a"},
-                                   {"jsonPath": "$..a", "stringValue": "x"}])
-def test_unusable_partial_args_fail_instead_of_guessing(piece):
-    state = _state()
-    _parse(state, answer({"functionCall": {"name": "f", "willContinue": True}}, finish=None))
-    with pytest.raises(GatewayError) as info:
-        _parse(state, answer({"functionCall": {"partialArgs": [piece], "willContinue": True}}, finish=None))
-    assert info.value.code == "upstream_bad_stream"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+from ..chunks import Envelope
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..moderation import Rule, Scanner
@@ -173,7 +174,7 @@ class _Output:
         self.choices: dict[int, _ChoiceState] = {}
         self.blocked = False
         self.ended = 0
-        self.envelope: dict = {}
+        self.envelope: Envelope | None = None  # the answer's, for the chunks moderation adds
 
     @property
     def done(self) -> bool:
@@ -184,8 +185,8 @@ class _Output:
         choices = chunk.get("choices")
         if not choices:
             return (chunk,)
-        if not self.envelope:
-            self.envelope = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        if self.envelope is None:
+            self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
         before: list[dict] = []
         after: list[dict] = []
         kept = []
@@ -315,8 +316,8 @@ class _Output:
         self.ended += 1
 
     def _piece(self, index: int, delta: dict, finish: str | None) -> dict:
-        return {**self.envelope, "choices": [{"index": index, "delta": delta, "logprobs": None,
-                                              "finish_reason": finish}]}
+        assert self.envelope is not None  # set by the first chunk with choices
+        return self.envelope.delta(index, delta, finish)
 
 
 def _add(delta: dict, key: str | int, text: str) -> None:
@@ -354,12 +355,12 @@ class _Window:
         self.texts: list[str] = []
         self.size = 0
         self.finished: set[int] = set()  # choices whose finish the client has been sent
-        self.envelope: dict = {}
+        self.envelope: Envelope | None = None  # the answer's, for the chunks moderation adds
         self.blocked = False
 
     async def add(self, chunk: dict) -> list[dict]:
-        if not self.envelope and chunk.get("choices"):
-            self.envelope = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        if self.envelope is None and chunk.get("choices"):
+            self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
         text = self._text(chunk)
         if not text and not self.pending:  # nothing to check (the role chunk): no reason to wait
             return self._sent([chunk])
@@ -379,9 +380,8 @@ class _Window:
         if text and await is_flagged(self.ctx.session, self.service, text, self.ctx.request_id):
             log.info("request %s blocked by the moderation service", self.ctx.request_id)
             self.blocked = True
-            return [{**self.envelope, "choices": [{"index": i, "delta": {}, "logprobs": None,
-                                                   "finish_reason": CONTENT_FILTERED}]}
-                    for i in range(self.ctx.choices) if i not in self.finished]
+            envelope = self.envelope or Envelope(self.ctx.endpoint, self.ctx.created, self.ctx.model)
+            return [envelope.finish(i, CONTENT_FILTERED) for i in range(self.ctx.choices) if i not in self.finished]
         return self._sent(pending)
 
     def _sent(self, chunks: list[dict]) -> list[dict]:

@@ -1,6 +1,7 @@
 """One chunk shape whatever the provider.
 
-- one `id`, `object`, `created` and `model` on every chunk (the upstream's first values, else made up);
+- one `id`, `object`, `created` and `model` on every chunk (the upstream's first values, else made up
+  by gateway/chunks.py's rule);
 - every choice has `index`, `delta`, `logprobs` and `finish_reason`; the first delta of each choice
   carries `role: assistant`, later ones do not (Perplexity repeats it);
 - reasoning arrives as `reasoning_content` whether the provider said `reasoning` (Groq, OpenRouter)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+from ..chunks import Chunk, Envelope
 from ..context import RequestContext
 from .spec import MiddlewareSpec
 
@@ -35,30 +37,25 @@ class _Choice:
 
 
 class _Normalizer:
-    __slots__ = ("ctx", "id", "created", "model", "choices", "usage")
+    __slots__ = ("ctx", "envelope", "choices", "usage")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.ctx = ctx
-        self.id: str | None = None
-        self.created = ctx.created
-        self.model = ctx.model
+        self.envelope: Envelope | None = None  # the first chunk's
         self.choices: dict[int, _Choice] = {}
         self.usage: dict | None = None
 
     def _stamp(self, chunk: dict) -> None:
-        if self.id is None:
+        envelope = self.envelope
+        if envelope is None:
+            ctx = self.ctx
             upstream_id = chunk.get("id")
-            self.id = str(upstream_id) if upstream_id else f"{self.ctx.id_prefix}{uuid.uuid4().hex}"
             created = chunk.get("created")
-            if isinstance(created, int) and not isinstance(created, bool):
-                self.created = created
             model = chunk.get("model")
-            if isinstance(model, str) and model:
-                self.model = model
-        chunk["id"] = self.id
-        chunk["object"] = "chat.completion.chunk"
-        chunk["created"] = self.created
-        chunk["model"] = self.model
+            envelope = self.envelope = Envelope(
+                ctx.endpoint, created if isinstance(created, int) and not isinstance(created, bool) else ctx.created,
+                model if isinstance(model, str) and model else ctx.model, str(upstream_id) if upstream_id else None)
+        envelope.stamp(chunk)
 
     def apply(self, chunk: dict) -> dict | None:
         usage = chunk.pop("usage", None)
@@ -138,9 +135,10 @@ class _Normalizer:
             out.append(call)
         return out
 
-    def usage_chunk(self) -> dict:
-        return {"id": self.id or f"{self.ctx.id_prefix}{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": self.created, "model": self.model, "choices": [], "usage": self.usage}
+    def usage_chunk(self) -> Chunk:
+        ctx = self.ctx
+        envelope = self.envelope or Envelope(ctx.endpoint, ctx.created, ctx.model)
+        return envelope.usage(self.usage)
 
 
 def _clean_delta(delta: dict) -> dict:

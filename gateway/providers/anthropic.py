@@ -8,15 +8,20 @@ assistant message sent back with `thinking_blocks` gives Anthropic its thinking 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..context import RequestContext
+from ..chunks import Chunk, Envelope, response_id_of
 from ..errors import invalid_param, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, json_object, stream_error
+from ..validation import max_output_tokens, prompt_text
 from ..validation.common import nested_deeper_than, too_deep
+from .base import HttpAdapter
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -152,8 +157,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
 def build_body(ctx: RequestContext) -> dict:
     body = ctx.body
     if ctx.endpoint == "completions":
-        prompt = body["prompt"]
-        messages = [{"role": "user", "content": prompt if isinstance(prompt, str) else "\n".join(prompt)}]
+        messages = [{"role": "user", "content": prompt_text(body)}]
     else:
         messages = body["messages"]
     system, turns = _messages(messages)
@@ -166,7 +170,7 @@ def build_body(ctx: RequestContext) -> dict:
     effort = body.get("reasoning_effort")
     if thinking is None and effort in THINKING_BUDGETS:
         thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    max_tokens = max_output_tokens(body)
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
         if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
@@ -208,17 +212,27 @@ def build_request(ctx: RequestContext) -> UpstreamRequest:
 
 # ---- stream: Messages SSE -> OpenAI chunks ----
 
+class Block:
+    """A content block being streamed: its type and, for a `tool_use` block, its tool call."""
+
+    __slots__ = ("type", "tool_index", "got_arguments")
+
+    def __init__(self, type: str | None, tool_index: int | None = None) -> None:
+        self.type = type
+        self.tool_index = tool_index  # the tool call's index in the OpenAI deltas
+        self.got_arguments = False  # a call that got none sends "{}" when its block stops
+
+
 class State:
-    __slots__ = ("provider", "id", "model", "created", "started", "blocks", "tools", "input_tokens",
-                 "cache_tokens", "output_tokens", "thinking_tokens", "finish", "done", "malformed")
+    __slots__ = ("provider", "envelope", "started", "blocks", "tools", "input_tokens", "cache_tokens",
+                 "output_tokens", "thinking_tokens", "finish", "done", "malformed")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.provider = ctx.provider
-        self.id = f"chatcmpl-{ctx.request_id}"
-        self.model = ctx.model
-        self.created = ctx.created
+        # the request's id until message_start gives Anthropic's message id
+        self.envelope = Envelope(ctx.endpoint, ctx.created, ctx.model, response_id_of(ctx.endpoint, ctx.request_id))
         self.started = False
-        self.blocks: dict[int, list] = {}  # block index -> [kind, tool index, got arguments]
+        self.blocks: dict[int, Block] = {}  # by Anthropic's block index
         self.tools = 0
         self.input_tokens = 0
         self.cache_tokens = 0
@@ -231,11 +245,6 @@ class State:
 
 def new_state(ctx: RequestContext) -> State:
     return State(ctx)
-
-
-def _chunk(state: State, delta: dict, finish: str | None = None) -> dict:
-    return {"id": state.id, "object": "chat.completion.chunk", "created": state.created, "model": state.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
 
 def _usage(state: State) -> dict:
@@ -256,7 +265,7 @@ def _count_input(state: State, usage: dict) -> None:
         state.cache_tokens = cache
 
 
-def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
+def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
     if state.done:
         return ()
     payload = json_object(event.data, state)
@@ -269,8 +278,9 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
         return _block_start(state, payload)
     if kind == "content_block_stop":
         block = state.blocks.get(payload.get("index"))
-        if block and block[0] == "tool_use" and not block[2]:  # a call with no arguments: "{}"
-            return (_chunk(state, {"tool_calls": [{"index": block[1], "function": {"arguments": "{}"}}]}),)
+        if block and block.type == "tool_use" and not block.got_arguments:  # a call with no arguments: "{}"
+            return (state.envelope.delta(0, {"tool_calls": [{"index": block.tool_index,
+                                                             "function": {"arguments": "{}"}}]}),)
         return ()
     if kind == "message_start":
         if state.started:  # a second message_start (spliced streams) does not restart the answer
@@ -278,11 +288,11 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
         state.started = True
         message = payload.get("message") or {}
         if message.get("id"):
-            state.id = f"chatcmpl-{message['id']}"
+            state.envelope.identify(str(message["id"]))
         if message.get("model"):
-            state.model = message["model"]
+            state.envelope.model = message["model"]
         _count_input(state, message.get("usage") or {})
-        return (_chunk(state, {"role": "assistant", "content": ""}),)
+        return (state.envelope.delta(0, {"role": "assistant", "content": ""}),)
     if kind == "message_delta":
         usage = payload.get("usage") or {}
         _count_input(state, usage)
@@ -295,9 +305,7 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
         if not reason or state.finish:
             return ()
         state.finish = FINISH_REASONS.get(reason, "stop")
-        usage_chunk = {"id": state.id, "object": "chat.completion.chunk", "created": state.created,
-                       "model": state.model, "choices": [], "usage": _usage(state)}
-        return (_chunk(state, {}, state.finish), usage_chunk)
+        return state.envelope.finish(0, state.finish), state.envelope.usage(_usage(state))
     if kind == "message_stop":
         state.done = True
         return ()
@@ -309,50 +317,62 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
     return ()  # ping and unknown events
 
 
-def _block_start(state: State, payload: dict) -> tuple[dict, ...]:
+def _block_start(state: State, payload: dict) -> tuple[Chunk, ...]:
     index = payload.get("index")
     block = payload.get("content_block") or {}
     kind = block.get("type")
     if kind == "tool_use":
-        state.blocks[index] = ["tool_use", state.tools, False]
+        state.blocks[index] = Block("tool_use", state.tools)
         state.tools += 1
         header = {"index": state.tools - 1, "id": block.get("id") or f"toolu_gw{state.tools}", "type": "function",
                   "function": {"name": block.get("name", ""), "arguments": ""}}
-        return (_chunk(state, {"tool_calls": [header]}),)
-    state.blocks[index] = [kind, None, False]
+        return (state.envelope.delta(0, {"tool_calls": [header]}),)
+    state.blocks[index] = Block(kind)
     if kind == "text" and block.get("text"):
-        return (_chunk(state, {"content": block["text"]}),)
+        return (state.envelope.delta(0, {"content": block["text"]}),)
     if kind == "thinking" and block.get("thinking"):
-        return (_chunk(state, {"reasoning_content": block["thinking"]}),)
+        return (state.envelope.delta(0, {"reasoning_content": block["thinking"]}),)
     if kind == "redacted_thinking":
-        return (_chunk(state, {"redacted_thinking": block.get("data", "")}),)
+        return (state.envelope.delta(0, {"redacted_thinking": block.get("data", "")}),)
     return ()  # server_tool_use and *_tool_result blocks run on Anthropic's side: not client tool calls
 
 
-def _block_delta(state: State, payload: dict) -> tuple[dict, ...]:
+def _block_delta(state: State, payload: dict) -> tuple[Chunk, ...]:
     block = state.blocks.get(payload.get("index"))
     if block is None:
         return ()
     delta = payload.get("delta") or {}
     kind = delta.get("type")
-    if kind == "text_delta" and block[0] == "text":
+    if kind == "text_delta" and block.type == "text":
         text = delta.get("text")
-        return (_chunk(state, {"content": text}),) if text else ()
-    if kind == "input_json_delta" and block[0] == "tool_use":
+        return (state.envelope.delta(0, {"content": text}),) if text else ()
+    if kind == "input_json_delta" and block.type == "tool_use":
         fragment = delta.get("partial_json")
         if not fragment:
             return ()
-        block[2] = True
-        return (_chunk(state, {"tool_calls": [{"index": block[1], "function": {"arguments": fragment}}]}),)
+        block.got_arguments = True
+        return (state.envelope.delta(0, {"tool_calls": [{"index": block.tool_index,
+                                                         "function": {"arguments": fragment}}]}),)
     if kind == "thinking_delta":
         text = delta.get("thinking")
-        return (_chunk(state, {"reasoning_content": text}),) if text else ()
+        return (state.envelope.delta(0, {"reasoning_content": text}),) if text else ()
     if kind == "signature_delta" and delta.get("signature"):
-        return (_chunk(state, {"reasoning_signature": delta["signature"]}),)
+        return (state.envelope.delta(0, {"reasoning_signature": delta["signature"]}),)
     return ()  # citations_delta, and deltas of server-side tool blocks
 
 
-def finish(state: State) -> tuple[dict, ...]:
+def finish(state: State) -> tuple[Chunk, ...]:
     if state.finish is None:
         raise upstream_truncated(state.provider.name)
     return ()
+
+
+class AnthropicAdapter(HttpAdapter[State, SSEEvent]):
+    kind = "anthropic"
+    build_request = staticmethod(build_request)
+    new_state = staticmethod(new_state)
+    parse_event = staticmethod(parse_event)
+    finish = staticmethod(finish)
+
+
+ADAPTER = AnthropicAdapter()

@@ -2,6 +2,7 @@
 
 It answers text, honours `n` and `max_tokens`, and calls the first (or the chosen) tool when tools are
 given, with arguments made from the tool's JSON schema; after a tool result it answers with that result.
+It is a local adapter (providers/base.py): no base_url, no key, its one option `token_interval`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..context import RequestContext
+from ..chunks import Chunk, Envelope, response_id_of
+from ..validation import max_output_tokens, prompt_text
+from .base import LocalAdapter, Option
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
 
 _PIECES = re.compile(r"\s*\S+")
 MAX_PIECES = 4096  # the demo model's longest answer, as a real model has one: past it, finish_reason "length"
@@ -29,8 +35,7 @@ def _text_of(content: Any) -> str:
 
 def _prompt_text(ctx: RequestContext) -> str:
     if ctx.endpoint == "completions":
-        prompt = ctx.body["prompt"]
-        return prompt if isinstance(prompt, str) else "\n".join(prompt)
+        return prompt_text(ctx.body)
     return "\n".join(_text_of(m.get("content")) for m in ctx.body["messages"])
 
 
@@ -94,19 +99,10 @@ def _reply(ctx: RequestContext) -> str:
     )
 
 
-def _chunk(ctx: RequestContext, index: int, delta: dict, finish_reason: str | None = None) -> dict:
-    return {
-        "id": f"{ctx.id_prefix}demo-{ctx.request_id}",
-        "object": "chat.completion.chunk",
-        "created": ctx.created,
-        "model": ctx.model,
-        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-    }
-
-
-async def stream(ctx: RequestContext) -> AsyncIterator[dict]:
+async def stream(ctx: RequestContext) -> AsyncIterator[Chunk]:
+    envelope = Envelope(ctx.endpoint, ctx.created, ctx.model, response_id_of(ctx.endpoint, f"demo-{ctx.request_id}"))
     interval = ctx.provider.token_interval
-    limit = ctx.body.get("max_tokens") or ctx.body.get("max_completion_tokens")
+    limit = max_output_tokens(ctx.body)
     tool = _chosen_tool(ctx)
     if tool is not None:
         arguments = orjson.dumps(_arguments(tool.get("parameters") or {}, _reply_subject(ctx))).decode()
@@ -124,7 +120,7 @@ async def stream(ctx: RequestContext) -> AsyncIterator[dict]:
         if tool is not None:
             first["tool_calls"] = [{"index": 0, "id": f"call_demo{index}", "type": "function",
                                     "function": {"name": tool["name"], "arguments": ""}}]
-        yield _chunk(ctx, index, first)
+        yield envelope.delta(index, first)
     for piece in pieces:
         await asyncio.sleep(interval)
         for index in range(ctx.choices):
@@ -132,17 +128,26 @@ async def stream(ctx: RequestContext) -> AsyncIterator[dict]:
                 delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
             else:
                 delta = {"content": piece}
-            yield _chunk(ctx, index, delta)
+            yield envelope.delta(index, delta)
     for index in range(ctx.choices):
-        yield _chunk(ctx, index, {}, finish)
+        yield envelope.finish(index, finish)
     prompt_tokens = len(_PIECES.findall(_prompt_text(ctx)))
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces) * ctx.choices,
              "total_tokens": prompt_tokens + len(pieces) * ctx.choices}
-    yield {"id": f"{ctx.id_prefix}demo-{ctx.request_id}", "object": "chat.completion.chunk", "created": ctx.created,
-           "model": ctx.model, "choices": [], "usage": usage}
+    yield envelope.usage(usage)
 
 
 def _reply_subject(ctx: RequestContext) -> str:
     messages = ctx.body.get("messages") or []
     last = next((_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     return " ".join(last.split())[:40]
+
+
+class DemoAdapter(LocalAdapter):
+    kind = "demo"
+    # token_interval: seconds between streamed tokens (ProviderConfig's default: 0.03)
+    options = (Option("token_interval", float, minimum=0),)
+    stream = staticmethod(stream)
+
+
+ADAPTER = DemoAdapter()

@@ -1,16 +1,22 @@
 """OpenAI's wire format, spoken by OpenAI and the compatible providers (Groq, Mistral, DeepSeek, vLLM...).
 
-The chunks already have the client's shape; the `normalize` middleware evens out the providers' variants.
+The chunks already have the client's shape, ids included (as the provider sent them); the `normalize`
+middleware evens out the providers' variants.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import orjson
 
-from ..context import RequestContext
 from ..errors import upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, json_object, stream_error
+from .base import HttpAdapter, Option
+
+if TYPE_CHECKING:
+    from ..context import RequestContext
 
 # Fields the gateway owns in the body it sends upstream.
 _GATEWAY_FIELDS = ("model", "stream", "stream_options")
@@ -46,7 +52,7 @@ def new_state(ctx: RequestContext) -> State:
     return State(ctx)
 
 
-def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
+def parse_event(event: SSEEvent, state: State) -> tuple[dict[str, Any], ...]:
     data = event.data
     if state.done:
         return ()
@@ -70,8 +76,21 @@ def parse_event(event: SSEEvent, state: State) -> tuple[dict, ...]:
     return (chunk,)
 
 
-def finish(state: State) -> tuple[dict, ...]:
+def finish(state: State) -> tuple[dict[str, Any], ...]:
     if len(state.finished) < state.choices:
         raise upstream_truncated(state.provider.name)
     return ()
+
+
+class OpenAIAdapter(HttpAdapter[State, SSEEvent]):
+    kind = "openai"
+    # stream_options: false for a provider that rejects stream_options.include_usage (ProviderConfig's default: true)
+    options = (Option("stream_options", bool),)
+    build_request = staticmethod(build_request)
+    new_state = staticmethod(new_state)
+    parse_event = staticmethod(parse_event)  # type: ignore[assignment]  # its chunks are the provider's own dicts
+    finish = staticmethod(finish)  # type: ignore[assignment]
+
+
+ADAPTER = OpenAIAdapter()
 

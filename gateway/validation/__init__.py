@@ -4,6 +4,11 @@ One validation for every provider: each field an adapter reads is checked for it
 problem is a 400 in OpenAI's error shape naming its `param`. The body's nesting is checked first
 (at most MAX_NESTING levels), then the model name (at most MAX_MODEL_LENGTH characters, no control
 characters), then the fields.
+
+Fields with two spellings are read through one rule each, here, so that every adapter reads them alike:
+`max_output_tokens` (`max_completion_tokens`, else the older `max_tokens`) and `prompt_text` (the
+completions `prompt`, a string or a list of strings joined by newlines, for formats that take one text).
+The body itself is passed on as the client sent it: an OpenAI-compatible provider gets both spellings.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from ..errors import invalid_param
 from .chat import ROLES, check_chat_fields
 from .common import MAX_MODEL_LENGTH, MAX_N, MAX_NESTING, check_common
 
-__all__ = ["MAX_MODEL_LENGTH", "MAX_N", "MAX_NESTING", "ROLES", "validate_chat", "validate_completion"]
+__all__ = ["MAX_MODEL_LENGTH", "MAX_N", "MAX_NESTING", "ROLES", "max_output_tokens", "prompt_text", "validate_chat",
+           "validate_completion"]
 
 
 def validate_chat(body: Any) -> dict:
@@ -34,3 +40,15 @@ def validate_completion(body: Any) -> dict:
     elif not isinstance(prompt, str):
         raise invalid_param("prompt", "'prompt' must be a string or an array of strings", "invalid_type")
     return body
+
+
+def max_output_tokens(body: dict) -> int | None:
+    """The answer's token limit, whichever spelling the (validated) body used; the newer one wins."""
+    limit: int | None = body.get("max_completion_tokens") or body.get("max_tokens")
+    return limit
+
+
+def prompt_text(body: dict) -> str:
+    """A (validated) completions prompt as one text: a list's prompts joined by newlines."""
+    prompt = body["prompt"]
+    return prompt if isinstance(prompt, str) else "\n".join(prompt)
