@@ -148,10 +148,12 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                 raise
             health.succeeded(provider)
             async with contextlib.aclosing(chunks):
+                ctx.chunks_in += len(held)
                 for chunk in held:
                     yield chunk
                 try:
                     async for chunk in chunks:
+                        ctx.chunks_in += 1  # counted here, where every chunk passes anyway: no layer of its own
                         yield chunk
                 except GatewayError as error:
                     if error.counts_against_health:

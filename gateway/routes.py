@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
@@ -96,8 +94,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         return error_response(error, record.request_id)
     ctx.session = request.app[SESSION]
     first_target = (ctx.provider.name, ctx.model)
-    source = _counted(failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), record)
-    chain = Chain(ctx, source, config.middlewares)
+    chain = Chain(ctx, failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), config.middlewares)
     in_flight = request.app[IN_FLIGHT]
     task = asyncio.current_task()
     in_flight.tasks.add(task)
@@ -136,14 +133,6 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         _settle_record(record, ctx, config, outcome, first_target)
 
 
-async def _counted(chunks: AsyncIterator[dict], record: AccessRecord) -> AsyncIterator[dict]:
-    """The provider's chunks, counted on the record (added to the metrics once, at the end)."""
-    async with contextlib.aclosing(chunks):
-        async for chunk in chunks:
-            record.chunks_in += 1
-            yield chunk
-
-
 def _note_finish(record: AccessRecord, reason: str | None) -> None:
     if reason and record.finish_reason != CONTENT_FILTER:  # with n > 1, a choice filtered marks the request
         record.finish_reason = reason
@@ -154,6 +143,7 @@ def _settle_record(record: AccessRecord, ctx: RequestContext, config: Config, ou
     """What the request's line says of its answer: who answered, how, and what moderation did."""
     record.provider, record.model = ctx.provider.name, ctx.model
     record.tries, record.retries = ctx.attempts, ctx.retries
+    record.chunks_in = ctx.chunks_in
     record.fallback = record.chunks_in > 0 and (ctx.provider.name, ctx.model) != first_target
     record.usage = ctx.usage
     moderated = config.moderation.active and "moderate" in config.middlewares
