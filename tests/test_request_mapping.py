@@ -39,6 +39,11 @@ ANTHROPIC_CASES = {
         {"max_tokens": 4096, "tools": [{"name": "json_response", "description": "Give the answer: its input is the "
                                         "whole response, as a JSON object.", "input_schema": {"type": "object"}}],
          "tool_choice": {"type": "tool", "name": "json_response"}}),
+    "json_schema_without_its_optional_schema_is_an_answer_tool_taking_any_object": (
+        "claude-sonnet-4-5", {"response_format": {"type": "json_schema", "json_schema": {"name": "Note"}}},
+        {"max_tokens": 4096, "tools": [{"name": "Note", "description": "Give the answer: its input is the whole "
+                                        "response, as a JSON object.", "input_schema": {"type": "object"}}],
+         "tool_choice": {"type": "tool", "name": "Note"}}),
     "response_format_text_sends_nothing": ("claude-sonnet-4-5", {"response_format": {"type": "text"}},
                                            {"max_tokens": 4096}),
     "reasoning_effort_budget_fits_a_small_max_tokens": (
@@ -90,6 +95,13 @@ GEMINI_CASES = {
         {"maxOutputTokens": 3000 + 24576, "thinkingConfig": {"thinkingBudget": 24576, "includeThoughts": True}}),
     "reasoning_effort_none_turns_thinking_off": ({"reasoning_effort": "none", "max_tokens": 10},
                                                  {"maxOutputTokens": 10, "thinkingConfig": {"thinkingBudget": 0}}),
+    "explicit_google_thinking_config_wins_over_reasoning_effort": (
+        {"reasoning_effort": "high", "max_tokens": 100,
+         "extra_body": {"google": {"thinking_config": {"thinking_budget": 800, "include_thoughts": False}}}},
+        {"maxOutputTokens": 900, "thinkingConfig": {"thinkingBudget": 800, "includeThoughts": False}}),
+    "google_thinking_level_passes_as_thinking_level": (
+        {"extra_body": {"google": {"thinking_config": {"thinking_level": "low"}}}},
+        {"thinkingConfig": {"thinkingLevel": "low"}}),
     "thinking_keeps_temperature_and_top_p": (
         {"reasoning_effort": "minimal", "temperature": 0.2, "top_p": 0.9},
         {"temperature": 0.2, "topP": 0.9, "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}),
@@ -109,11 +121,14 @@ REFUSED = {
     "anthropic_answer_tool_with_thinking": (
         "ant/claude-3-7-sonnet-latest", {"response_format": {"type": "json_object"}, "reasoning_effort": "low"},
         "response_format"),
-    "anthropic_json_schema_without_schema": (
-        "ant/claude-sonnet-4-5", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-        "response_format.json_schema.schema"),
     "anthropic_unknown_reasoning_effort": ("ant/claude-sonnet-4-5", {"reasoning_effort": "extreme"},
                                            "reasoning_effort"),
+    "json_schema_name_unfit_for_a_tool_name": (
+        "ant/claude-3-5-haiku-latest", {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "my schema!", "schema": SCHEMA}}}, "response_format.json_schema.name"),
+    "gemini_thinking_budget_not_an_integer": (
+        "gem/gemini-2.5-flash", {"extra_body": {"google": {"thinking_config": {"thinking_budget": "lots"}}}},
+        "extra_body.google.thinking_config.thinking_budget"),
     "gemini_unknown_reasoning_effort": ("gem/gemini-2.5-flash", {"reasoning_effort": "extreme"}, "reasoning_effort"),
 }
 
@@ -135,3 +150,15 @@ async def test_openai_receives_response_format_and_reasoning_effort_as_sent(upst
     body = await upstream_body(upstream, gateway, "up/gpt-4o-mini", request, sse(chat_chunk({"content": "{}"}, "stop")))
     assert body == {"model": "gpt-4o-mini", "messages": HI, "stream": True, "stream_options": {"include_usage": True},
                     **request}
+
+
+@pytest.mark.parametrize(("model", "native"), [
+    ("claude-3-5-haiku-latest", False), ("claude-3-7-sonnet-20250219", False), ("claude-sonnet-4-20250514", False),
+    ("claude-opus-4-1", False), ("claude-sonnet-4@20250514", False), ("anthropic.claude-3-5-sonnet-20240620-v1:0", False),
+    ("claude-sonnet-4-5-20250929", True), ("claude-opus-4-6", True), ("claude-haiku-4-5@20251001", True),
+    ("anthropic.claude-sonnet-4-5-20250929-v1:0", True), ("my-claude-alias", True),
+])
+async def test_anthropic_native_structured_output_unless_the_model_predates_it(model, native, upstream, gateway):
+    body = await upstream_body(upstream, gateway, f"ant/{model}", {"response_format": JSON_SCHEMA},
+                               message(text_block(0, "{}")))
+    assert ("output_config" in body) is native and ("tool_choice" in body) is not native

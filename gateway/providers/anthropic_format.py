@@ -1,8 +1,8 @@
 """OpenAI's response_format and reasoning_effort as Anthropic's Messages API takes them.
 
 - `json_schema` goes as Anthropic's native structured output (`output_config.format`) on the models that
-  have it (Claude Opus/Sonnet/Haiku 4.5 and later: `NATIVE_STRUCTURED_MODELS`); on older models, and for
-  `json_object` (which names no schema to constrain to), as one forced tool whose input schema is the
+  have it (Claude 4.5 and later: any model `LEGACY_MODELS` does not name); on older models, and for
+  `json_object` or a `json_schema` without its (optional) schema, as one forced tool whose input schema is the
   response's. The stream parser turns that tool's input back into the message's `content`, so the client
   never sees a tool call it did not ask for (`answer_tool`).
 - A forced tool cannot sit beside the client's own tools, nor beside thinking (Anthropic refuses a forced
@@ -17,8 +17,10 @@ from typing import Any
 from ..errors import invalid_param
 from ..validation.reasoning import output_limit, thinking_budget
 
-# Anthropic's model ids (and Bedrock's / Vertex's spellings of them) with native structured outputs.
-NATIVE_STRUCTURED_MODELS = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(?:4-[5-9]|[5-9])(?![0-9])|mythos)")
+# Claude models from before native structured outputs (Claude 2 and 3.x, Opus/Sonnet 4 and Opus 4.1, in
+# Anthropic's, Bedrock's and Vertex's spellings): every other model name, a newer model's or an alias the
+# operator made up, is sent the native request.
+LEGACY_MODELS = re.compile(r"claude-(?:instant|[23](?![0-9])|(?:opus|sonnet|haiku)-4(?:-[01])?(?:-[0-9]{8}|[@:]|-v|$))")
 ANSWER_TOOL = "json_response"  # the forced tool's name when the schema has none
 ANSWER_TOOL_DESCRIPTION = "Give the answer: its input is the whole response, as a JSON object."
 ANY_OBJECT = {"type": "object"}
@@ -36,10 +38,19 @@ def _json_schema(body: dict) -> dict:
     return body["response_format"].get("json_schema") or {}
 
 
+def _schema(body: dict) -> dict | None:
+    """The response's JSON Schema: None for json_object, and for a json_schema that gives none (OpenAI's
+    schema is optional: then any JSON object, as json_object)."""
+    if structured_kind(body) != "json_schema":
+        return None
+    schema = _json_schema(body).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
 def answer_tool(body: dict, model: str) -> str | None:
     """The name of the forced tool that carries the answer, when this request is sent with one."""
     kind = structured_kind(body)
-    if kind is None or (kind == "json_schema" and NATIVE_STRUCTURED_MODELS.search(model)):
+    if kind is None or (_schema(body) is not None and not LEGACY_MODELS.search(model)):
         return None
     name = _json_schema(body).get("name") if kind == "json_schema" else None
     return name or ANSWER_TOOL
@@ -74,9 +85,7 @@ def apply_response_format(out: dict[str, Any], body: dict, model: str) -> None:
     kind = structured_kind(body)
     if kind is None:
         return
-    schema = _json_schema(body).get("schema") if kind == "json_schema" else None
-    if kind == "json_schema" and not isinstance(schema, dict):
-        raise invalid_param("response_format.json_schema.schema", "a json_schema response_format needs its 'schema'")
+    schema = _schema(body)
     tool = answer_tool(body, model)
     if tool is None:
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}

@@ -31,3 +31,27 @@ def output_limit(max_tokens: int | None, budget: int, default: int | None) -> in
     if max_tokens is None:
         return None if default is None else default + budget
     return max_tokens + budget if max_tokens <= budget else max_tokens
+
+
+def google_thinking_config(body: dict) -> dict | None:
+    """Google's own spelling in an OpenAI body (`extra_body.google.thinking_config`, as Gemini's OpenAI
+    endpoint takes it), already checked by check_reasoning_fields."""
+    extra = body.get("extra_body")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    config = google.get("thinking_config") if isinstance(google, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def check_reasoning_fields(body: dict) -> None:
+    config = google_thinking_config(body)
+    if config is None:
+        return
+    where = "extra_body.google.thinking_config"
+    budget = config.get("thinking_budget")
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < -1):
+        raise invalid_param(f"{where}.thinking_budget", "'thinking_budget' must be an integer, -1 (dynamic) or more",
+                            "invalid_type")
+    if config.get("include_thoughts") is not None and not isinstance(config["include_thoughts"], bool):
+        raise invalid_param(f"{where}.include_thoughts", "'include_thoughts' must be a boolean", "invalid_type")
+    if config.get("thinking_level") is not None and not isinstance(config["thinking_level"], str):
+        raise invalid_param(f"{where}.thinking_level", "'thinking_level' must be a string", "invalid_type")
