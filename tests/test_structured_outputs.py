@@ -7,6 +7,8 @@ from __future__ import annotations
 import openai
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from tests.anthropic_wire import message, text_block, tool_block
@@ -108,3 +110,30 @@ async def test_anthropic_client_tools_still_stream_as_tool_calls_beside_native_s
                                                        "name": "Weather", "schema": Weather.model_json_schema()}})
     assert completion.choices[0].finish_reason == "tool_calls"
     assert orjson.loads(completion.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(answer=st.dictionaries(st.text(max_size=5), st.integers(-10**6, 10**6) | st.text(max_size=8), max_size=4),
+       cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6))
+def test_anthropic_answer_tool_fragments_become_exactly_the_content(answer, cuts):
+    """However Anthropic cuts the tool input into input_json_delta fragments, the content is the input,
+    and no chunk carries a tool call."""
+    from types import SimpleNamespace
+
+    from gateway.providers import anthropic
+    from gateway.sse import SSEDecoder
+
+    text = orjson.dumps(answer).decode()
+    bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})
+    fragments = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    body = {"response_format": {"type": "json_object"}}
+    ctx = SimpleNamespace(provider=SimpleNamespace(name="ant", secrets=()), endpoint="chat", created=1,
+                          model="claude-3-5-haiku-latest", request_id="r1", body=body)
+    state = anthropic.new_state(ctx)
+    chunks = [c for e in SSEDecoder(1 << 20).feed(message(tool_block(0, "json_response", *fragments),
+                                                          stop_reason="tool_use"))
+              for c in anthropic.parse_event(e, state)]
+    deltas = [ch["delta"] for c in chunks for ch in c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == text
+    assert not any("tool_calls" in d for d in deltas)
+    assert [ch["finish_reason"] for c in chunks for ch in c["choices"] if ch["finish_reason"]] == ["stop"]
