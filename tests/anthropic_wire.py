@@ -10,14 +10,15 @@ def event(name: str, payload: dict) -> bytes:
 
 
 def message(*blocks: bytes, stop_reason: str = "end_turn", usage: dict | None = None,
-            model: str = "claude-sonnet-4-5-20250929") -> bytes:
+            model: str = "claude-sonnet-4-5-20250929", final_usage: dict | None = None) -> bytes:
     """A whole message: message_start, the blocks' events, message_delta with `stop_reason`, message_stop."""
     start_usage = {"input_tokens": 10, "output_tokens": 1, **(usage or {})}
     return (event("message_start", {"message": {"id": "msg_wire", "type": "message", "role": "assistant",
                                                 "model": model, "content": [], "stop_reason": None,
                                                 "usage": start_usage}})
             + b"".join(blocks)
-            + event("message_delta", {"delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 7}})
+            + event("message_delta", {"delta": {"stop_reason": stop_reason}, "usage": {"output_tokens": 7,
+                                                                                       **(final_usage or {})}})
             + event("message_stop", {}))
 
 

@@ -52,3 +52,21 @@ async def test_gemini_usage_counts_cached_prompt_and_thinking_tokens(upstream, s
     assert usage.prompt_tokens == 50 and usage.prompt_tokens_details.cached_tokens == 30
     assert usage.completion_tokens == 13 and usage.completion_tokens_details.reasoning_tokens == 11
     assert usage.total_tokens == 63
+
+
+async def test_anthropic_thinking_tokens_are_reasoning_tokens(upstream, sdk):
+    upstream.stream(message(text_block(0, "Hi"), final_usage={"output_tokens_details": {"thinking_tokens": 5}}),
+                    split=9)
+    stream = await sdk.chat.completions.create(model="ant/claude-sonnet-4-5", messages=QUESTION, stream=True,
+                                               reasoning_effort="low", stream_options={"include_usage": True})
+    usage = [chunk async for chunk in stream][-1].usage
+    assert usage.completion_tokens == 7 and usage.completion_tokens_details.reasoning_tokens == 5
+
+
+async def test_gemini_tool_use_prompt_tokens_are_prompt_tokens(upstream, sdk):
+    upstream.stream(sse({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]},
+                                         "finishReason": "STOP", "index": 0}], "responseId": "r1",
+                         "usageMetadata": {"promptTokenCount": 50, "toolUsePromptTokenCount": 120,
+                                           "candidatesTokenCount": 2, "totalTokenCount": 172}}, done=False))
+    usage = (await sdk.chat.completions.create(model="gem/gemini-2.5-flash", messages=QUESTION)).usage
+    assert usage.prompt_tokens == 170 and usage.total_tokens == 172
