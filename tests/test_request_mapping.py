@@ -67,6 +67,17 @@ ANTHROPIC_CASES = {
     "temperature_and_top_p_without_thinking": (
         "claude-sonnet-4-5", {"temperature": 1.5, "top_p": 0.9},
         {"max_tokens": 4096, "temperature": 1.0, "top_p": 0.9}),
+    "stop_is_stop_sequences": ("claude-sonnet-4-5", {"stop": "END"}, {"max_tokens": 4096, "stop_sequences": ["END"]}),
+    "user_is_metadata_user_id": ("claude-sonnet-4-5", {"user": "u-1"},
+                                 {"max_tokens": 4096, "metadata": {"user_id": "u-1"}}),
+    "max_completion_tokens_is_max_tokens": ("claude-sonnet-4-5", {"max_completion_tokens": 77}, {"max_tokens": 77}),
+    "tools_tool_choice_and_parallel_tool_calls": (
+        "claude-sonnet-4-5", {"tools": [WEATHER_TOOL], "tool_choice": "required", "parallel_tool_calls": False},
+        {"max_tokens": 4096, "tools": [{"name": "get_weather", "description": "", "input_schema": SCHEMA}],
+         "tool_choice": {"type": "any", "disable_parallel_tool_use": True}}),
+    "seed_penalties_and_logit_bias_are_dropped_anthropic_has_none": (
+        "claude-sonnet-4-5", {"seed": 7, "presence_penalty": 0.5, "frequency_penalty": 0.5, "logit_bias": {"1": 2}},
+        {"max_tokens": 4096}),
     "native_structured_output_with_thinking": (
         "claude-opus-4-6", {"response_format": JSON_SCHEMA, "reasoning_effort": "minimal"},
         {"max_tokens": 4096 + 1024, "thinking": {"type": "enabled", "budget_tokens": 1024},
@@ -102,6 +113,9 @@ GEMINI_CASES = {
     "google_thinking_level_passes_as_thinking_level": (
         {"extra_body": {"google": {"thinking_config": {"thinking_level": "low"}}}},
         {"thinkingConfig": {"thinkingLevel": "low"}}),
+    "seed_penalties_n_and_stop_map": (
+        {"seed": 7, "presence_penalty": 0.5, "frequency_penalty": 0.25, "stop": ["END"]},
+        {"presencePenalty": 0.5, "frequencyPenalty": 0.25, "stopSequences": ["END"], "seed": 7}),
     "thinking_keeps_temperature_and_top_p": (
         {"reasoning_effort": "minimal", "temperature": 0.2, "top_p": 0.9},
         {"temperature": 0.2, "topP": 0.9, "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": True}}),
@@ -129,6 +143,7 @@ REFUSED = {
     "gemini_thinking_budget_not_an_integer": (
         "gem/gemini-2.5-flash", {"extra_body": {"google": {"thinking_config": {"thinking_budget": "lots"}}}},
         "extra_body.google.thinking_config.thinking_budget"),
+    "anthropic_more_than_one_answer": ("ant/claude-sonnet-4-5", {"n": 2}, "n"),
     "gemini_unknown_reasoning_effort": ("gem/gemini-2.5-flash", {"reasoning_effort": "extreme"}, "reasoning_effort"),
 }
 

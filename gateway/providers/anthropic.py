@@ -161,6 +161,8 @@ def build_body(ctx: RequestContext) -> dict:
         messages = [{"role": "user", "content": prompt_text(body)}]
     else:
         messages = body["messages"]
+    if (body.get("n") or 1) > 1:  # one answer per request: n answers would silently be one
+        raise invalid_param("n", "Anthropic gives one answer per request: 'n' must be 1")
     system, turns = _messages(messages)
     if not turns:
         raise invalid_param("messages", "Anthropic needs at least one user or assistant message")
