@@ -143,6 +143,9 @@ REFUSED = {
     "gemini_thinking_budget_not_an_integer": (
         "gem/gemini-2.5-flash", {"extra_body": {"google": {"thinking_config": {"thinking_budget": "lots"}}}},
         "extra_body.google.thinking_config.thinking_budget"),
+    "anthropic_forced_tool_choice_with_thinking": (
+        "ant/claude-sonnet-4-5", {"tools": [WEATHER_TOOL], "tool_choice": "required", "reasoning_effort": "low"},
+        "tool_choice"),
     "anthropic_more_than_one_answer": ("ant/claude-sonnet-4-5", {"n": 2}, "n"),
     "gemini_unknown_reasoning_effort": ("gem/gemini-2.5-flash", {"reasoning_effort": "extreme"}, "reasoning_effort"),
 }

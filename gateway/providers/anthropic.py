@@ -190,6 +190,9 @@ def build_body(ctx: RequestContext) -> dict:
         ]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None and tools:
+        if thinking_on and choice["type"] in ("any", "tool"):  # Anthropic refuses a forced tool while thinking
+            raise invalid_param("tool_choice", "with thinking on, Anthropic takes only tool_choice 'auto' or 'none': "
+                                "drop reasoning_effort to force a tool")
         out["tool_choice"] = choice
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
