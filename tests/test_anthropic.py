@@ -279,7 +279,7 @@ def test_blocks_are_tracked_by_index_a_tool_call_without_arguments_gets_an_empty
     from gateway.sse import SSEEvent
 
     ctx = SimpleNamespace(provider=SimpleNamespace(name="ant", secrets=()), endpoint="chat", created=1,
-                          model="claude-x", request_id="r1")
+                          model="claude-x", request_id="r1", body={})
     state = anthropic.new_state(ctx)
 
     def parse(payload: dict) -> list[dict]:

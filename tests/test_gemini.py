@@ -196,8 +196,8 @@ async def test_single_stop_string_and_json_schema_response_format(gateway, upstr
 
 @pytest.mark.parametrize(("effort", "thinking"), [
     ("none", {"thinkingBudget": 0}),
-    ("minimal", {"thinkingBudget": 512, "includeThoughts": True}),
-    ("low", {"thinkingBudget": 1024, "includeThoughts": True}),
+    ("minimal", {"thinkingBudget": 1024, "includeThoughts": True}),
+    ("low", {"thinkingBudget": 2048, "includeThoughts": True}),
     ("medium", {"thinkingBudget": 8192, "includeThoughts": True}),
     ("high", {"thinkingBudget": 24576, "includeThoughts": True}),
 ])

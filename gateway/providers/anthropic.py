@@ -18,6 +18,7 @@ from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, json_object, stream_error
 from ..validation import max_output_tokens, prompt_text
 from ..validation.common import nested_deeper_than, too_deep
+from . import anthropic_format
 from .base import HttpAdapter
 
 if TYPE_CHECKING:
@@ -25,12 +26,12 @@ if TYPE_CHECKING:
 
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-# reasoning_effort -> thinking budget (Anthropic's minimum budget is 1024 tokens)
-THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 FINISH_REASONS = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
     "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
 }
+# message.refusal when a structured answer was refused (stop_reason "refusal")
+REFUSAL = "The model declined to give this answer (Anthropic stop_reason: refusal)."
 # the HTTP status each of Anthropic's error types stands for, so mid-stream errors map like HTTP ones
 ERROR_STATUS = {
     "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
@@ -160,28 +161,22 @@ def build_body(ctx: RequestContext) -> dict:
         messages = [{"role": "user", "content": prompt_text(body)}]
     else:
         messages = body["messages"]
+    if (body.get("n") or 1) > 1:  # one answer per request: n answers would silently be one
+        raise invalid_param("n", "Anthropic gives one answer per request: 'n' must be 1")
     system, turns = _messages(messages)
     if not turns:
         raise invalid_param("messages", "Anthropic needs at least one user or assistant message")
     out: dict[str, Any] = {"model": ctx.model, "messages": turns, "stream": True}
     if system:
         out["system"] = system
-    thinking = body.get("thinking")
-    effort = body.get("reasoning_effort")
-    if thinking is None and effort in THINKING_BUDGETS:
-        thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
-    max_tokens = max_output_tokens(body)
-    if max_tokens is None:
-        max_tokens = DEFAULT_MAX_TOKENS
-        if isinstance(thinking, dict) and isinstance(thinking.get("budget_tokens"), int):
-            max_tokens += thinking["budget_tokens"]  # the budget counts against max_tokens
-    out["max_tokens"] = max_tokens
+    thinking = anthropic_format.thinking(body)
+    out["max_tokens"] = anthropic_format.max_tokens(max_output_tokens(body), thinking, DEFAULT_MAX_TOKENS)
     if thinking is not None:
         out["thinking"] = thinking
-    thinking_on = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+    thinking_on = anthropic_format.thinking_on(thinking)
     if body.get("temperature") is not None and not thinking_on:  # thinking allows no temperature
         out["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
-    if body.get("top_p") is not None and not thinking_on:
+    if body.get("top_p") is not None and not thinking_on:  # nor top_p
         out["top_p"] = body["top_p"]
     stop = body.get("stop")
     if stop:
@@ -195,9 +190,13 @@ def build_body(ctx: RequestContext) -> dict:
         ]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None and tools:
+        if thinking_on and choice["type"] in ("any", "tool"):  # Anthropic refuses a forced tool while thinking
+            raise invalid_param("tool_choice", "with thinking on, Anthropic takes only tool_choice 'auto' or 'none': "
+                                "drop reasoning_effort to force a tool")
         out["tool_choice"] = choice
     if isinstance(body.get("user"), str):
         out["metadata"] = {"user_id": body["user"]}
+    anthropic_format.apply_response_format(out, body, ctx.model)
     return out
 
 
@@ -224,8 +223,9 @@ class Block:
 
 
 class State:
-    __slots__ = ("provider", "envelope", "started", "blocks", "tools", "input_tokens", "cache_tokens",
-                 "output_tokens", "thinking_tokens", "finish", "done", "malformed")
+    __slots__ = ("provider", "envelope", "started", "blocks", "tools", "answer_tool", "structured", "input_tokens",
+                 "cache_read_tokens", "cache_write_tokens", "output_tokens", "thinking_tokens", "finish", "done",
+                 "malformed")
 
     def __init__(self, ctx: RequestContext) -> None:
         self.provider = ctx.provider
@@ -234,8 +234,12 @@ class State:
         self.started = False
         self.blocks: dict[int, Block] = {}  # by Anthropic's block index
         self.tools = 0
+        # the forced tool that carries a structured answer: its input is the message's content
+        self.answer_tool = anthropic_format.answer_tool(ctx.body, ctx.model)
+        self.structured = anthropic_format.structured_kind(ctx.body) is not None
         self.input_tokens = 0
-        self.cache_tokens = 0
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
         self.output_tokens = 0
         self.thinking_tokens: int | None = None
         self.finish: str | None = None
@@ -248,10 +252,13 @@ def new_state(ctx: RequestContext) -> State:
 
 
 def _usage(state: State) -> dict:
-    prompt = state.input_tokens + state.cache_tokens
+    """OpenAI's terms: prompt_tokens is every input token billed (Anthropic's input_tokens counts neither
+    cache reads nor cache writes); cached_tokens those read from the cache; cache writes apart."""
+    prompt = state.input_tokens + state.cache_read_tokens + state.cache_write_tokens
     usage = {"prompt_tokens": prompt, "completion_tokens": state.output_tokens,
              "total_tokens": prompt + state.output_tokens,
-             "prompt_tokens_details": {"cached_tokens": state.cache_tokens}}
+             "prompt_tokens_details": {"cached_tokens": state.cache_read_tokens,
+                                       "cache_creation_tokens": state.cache_write_tokens}}
     if state.thinking_tokens is not None:
         usage["completion_tokens_details"] = {"reasoning_tokens": state.thinking_tokens}
     return usage
@@ -260,9 +267,10 @@ def _usage(state: State) -> dict:
 def _count_input(state: State, usage: dict) -> None:
     if isinstance(usage.get("input_tokens"), int):
         state.input_tokens = usage["input_tokens"]
-    cache = (usage.get("cache_read_input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
-    if cache:
-        state.cache_tokens = cache
+    if isinstance(usage.get("cache_read_input_tokens"), int):
+        state.cache_read_tokens = usage["cache_read_input_tokens"]
+    if isinstance(usage.get("cache_creation_input_tokens"), int):
+        state.cache_write_tokens = usage["cache_creation_input_tokens"]
 
 
 def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
@@ -278,6 +286,8 @@ def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
         return _block_start(state, payload)
     if kind == "content_block_stop":
         block = state.blocks.get(payload.get("index"))
+        if block and block.type == "answer" and not block.got_arguments:
+            return (state.envelope.delta(0, {"content": "{}"}),)
         if block and block.type == "tool_use" and not block.got_arguments:  # a call with no arguments: "{}"
             return (state.envelope.delta(0, {"tool_calls": [{"index": block.tool_index,
                                                              "function": {"arguments": "{}"}}]}),)
@@ -304,7 +314,13 @@ def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
         reason = (payload.get("delta") or {}).get("stop_reason")
         if not reason or state.finish:
             return ()
+        if state.structured and reason == "refusal":  # as OpenAI's structured outputs say it
+            state.finish = "stop"
+            return (state.envelope.delta(0, {"refusal": REFUSAL}), state.envelope.finish(0, "stop"),
+                    state.envelope.usage(_usage(state)))
         state.finish = FINISH_REASONS.get(reason, "stop")
+        if state.finish == "tool_calls" and state.tools == 0:  # only the answer tool was called
+            state.finish = "stop"
         return state.envelope.finish(0, state.finish), state.envelope.usage(_usage(state))
     if kind == "message_stop":
         state.done = True
@@ -321,6 +337,9 @@ def _block_start(state: State, payload: dict) -> tuple[Chunk, ...]:
     index = payload.get("index")
     block = payload.get("content_block") or {}
     kind = block.get("type")
+    if kind == "tool_use" and state.answer_tool is not None and block.get("name") == state.answer_tool:
+        state.blocks[index] = Block("answer")
+        return ()
     if kind == "tool_use":
         state.blocks[index] = Block("tool_use", state.tools)
         state.tools += 1
@@ -346,6 +365,12 @@ def _block_delta(state: State, payload: dict) -> tuple[Chunk, ...]:
     if kind == "text_delta" and block.type == "text":
         text = delta.get("text")
         return (state.envelope.delta(0, {"content": text}),) if text else ()
+    if kind == "input_json_delta" and block.type == "answer":
+        fragment = delta.get("partial_json")
+        if not fragment:
+            return ()
+        block.got_arguments = True
+        return (state.envelope.delta(0, {"content": fragment}),)
     if kind == "input_json_delta" and block.type == "tool_use":
         fragment = delta.get("partial_json")
         if not fragment:

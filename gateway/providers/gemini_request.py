@@ -13,15 +13,16 @@ import orjson
 from ..errors import invalid_param
 from ..validation import max_output_tokens, prompt_text
 from ..validation.common import nested_deeper_than, too_deep
+from ..validation.reasoning import google_thinking_config, output_limit, thinking_budget
 from .gemini_schema import SchemaBudget, gemini_schema, parameters_schema
 
 # A model name goes into the URL path: nothing that could leave /v1beta/models/ or start a query.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 _DATA_URL = re.compile(r"^data:([\w.+\-]+/[\w.+\-]+)?((?:;[^;,]*)*?);base64,(.*)$", re.DOTALL)
 
-# OpenAI reasoning_effort -> thinkingBudget. "minimal" is 512, the smallest budget every 2.5 model
-# accepts (Flash-Lite's floor); "none" turns thinking off where the model allows it.
-THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+# reasoning_effort -> thinkingBudget: Anthropic's table (validation/reasoning.py), and "none" turns
+# thinking off where the model allows it.
+EFFORTS = ("none", "minimal", "low", "medium", "high")
 
 
 def checked_model(model: str) -> str:
@@ -272,15 +273,31 @@ def generation_config(body: dict, budget: SchemaBudget | None = None) -> dict:
             raise invalid_param("seed", "'seed' must be an integer", "invalid_type")
         config["seed"] = seed
     config.update(_response_format(body.get("response_format"), budget or SchemaBudget()))
-    effort = body.get("reasoning_effort")
-    if effort is not None:
-        if effort not in THINKING_BUDGETS:
-            raise invalid_param("reasoning_effort", f"'reasoning_effort' must be one of {', '.join(THINKING_BUDGETS)}")
-        thinking: dict = {"thinkingBudget": THINKING_BUDGETS[effort]}
-        if thinking["thinkingBudget"]:
-            thinking["includeThoughts"] = True  # thought summaries come back as reasoning_content
+    thinking = _thinking_config(body)
+    if thinking is not None:
+        budget = thinking.get("thinkingBudget")
+        if isinstance(budget, int) and budget > 0:  # thoughts count against maxOutputTokens
+            limit = output_limit(max_tokens, budget, None)
+            if limit is not None:
+                config["maxOutputTokens"] = limit
         config["thinkingConfig"] = thinking
     return config
+
+
+def _thinking_config(body: dict) -> dict | None:
+    """Google's own thinking_config from the client wins; else reasoning_effort's budget."""
+    native = google_thinking_config(body)
+    if native is not None:
+        keys = (("thinking_budget", "thinkingBudget"), ("include_thoughts", "includeThoughts"),
+                ("thinking_level", "thinkingLevel"))
+        return {key: native[name] for name, key in keys if native.get(name) is not None}
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return None
+    budget = 0 if effort == "none" else thinking_budget(effort, EFFORTS)
+    if not budget:
+        return {"thinkingBudget": 0}
+    return {"thinkingBudget": budget, "includeThoughts": True}  # thought summaries come back as reasoning_content
 
 
 def _response_format(response_format: Any, budget: SchemaBudget) -> dict:

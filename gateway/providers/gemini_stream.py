@@ -118,7 +118,8 @@ def finish(state: State) -> tuple[Chunk, ...]:
 
 
 def openai_usage(meta: dict) -> dict:
-    prompt = meta.get("promptTokenCount") or 0
+    """promptTokenCount holds the cached tokens; the tool-use prompt (a search's results...) is billed input too."""
+    prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
     thoughts = meta.get("thoughtsTokenCount") or 0
     completion = (meta.get("candidatesTokenCount") or 0) + thoughts
     return {

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from ..errors import GatewayError, invalid_param
+from .reasoning import check_reasoning_fields
 
 # Deeper bodies are refused before anything reads them: every converter may walk them, and orjson
 # cannot write JSON nested past 255 levels. A chat body with a tool schema 29 levels deep still fits.
@@ -27,6 +28,7 @@ MAX_N = 128
 MAX_STOP = 4
 LOGIT_BIAS_RANGE = 100
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for json_schema.name
 
 
 def is_number(value: Any) -> bool:
@@ -120,6 +122,7 @@ def check_common(body: Any) -> dict:
     _check_logit_bias(body.get("logit_bias"))
     _check_response_format(body)
     _check_thinking(body)
+    check_reasoning_fields(body)
     return body
 
 
@@ -182,6 +185,10 @@ def _check_response_format(body: dict) -> None:
     json_schema = optional_object(response_format, "json_schema", "response_format.json_schema")
     if json_schema is not None:
         optional_string(json_schema, "name", "response_format.json_schema.name")
+        name = json_schema.get("name")
+        if name is not None and not _SCHEMA_NAME.match(name):  # Anthropic's answer tool is named after it
+            raise invalid_param("response_format.json_schema.name", "'response_format.json_schema.name' must be 1 to "
+                                "64 letters, digits, underscores or dashes")
         optional_string(json_schema, "description", "response_format.json_schema.description")
         optional_object(json_schema, "schema", "response_format.json_schema.schema")
         optional_bool(json_schema, "strict", "response_format.json_schema.strict")
