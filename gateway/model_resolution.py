@@ -55,12 +55,34 @@ def resolve(config: Config, requested: str) -> list[tuple[ProviderConfig, str]]:
             (p, requested) for p in config.providers.values() if p.models is not None and requested in p.models
         ]
     candidates = [c for c in candidates if c is not None]
+    named = requested not in config.routes and names_a_provider(config, requested)
+    if not named and _real_provider_enabled(config):
+        # a standby (demo) provider never answers a production request unless named: a real provider
+        # answers, or a 503 names what is missing
+        real = [c for c in candidates if not c[0].standby]
+        if candidates and not real:
+            raise _only_demo(requested)
+        candidates = real
     if not candidates:
         raise _not_found(requested)
     enabled = [(provider, model) for provider, model in candidates if provider.enabled]
     if not enabled:
         raise _disabled(candidates[0][0])
     return enabled
+
+
+def _real_provider_enabled(config: Config) -> bool:
+    return any(p.enabled and not p.standby and p.kind != "demo" for p in config.providers.values())
+
+
+def _only_demo(requested: str) -> GatewayError:
+    return GatewayError(
+        503,
+        f"'{requested}' is served only by the demo provider, which answers only when no real provider is enabled "
+        "or when a client names it ('demo/<model>')",
+        type="service_unavailable",
+        code="provider_disabled",
+    )
 
 
 def listed_models(config: Config) -> list[tuple[str, str]]:

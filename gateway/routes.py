@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -25,12 +26,14 @@ from .metrics import METRICS
 from .pipeline import Chain
 from .responses import combine, encoder
 from .model_resolution import listed_models, resolve
+from .provider_models import ProviderModels
 from .sse import DONE_EVENT, EventStream, encode_event
 from .validation import validate_chat, validate_completion
 
 log = logging.getLogger("gateway")
 
 _END = object()
+_MODEL_SAFE = "/:@.-_+~=,;!*'()[]"  # a header value is printable ASCII: anything else is percent-encoded
 CONTENT_FILTER = "content_filter"
 SERVED_ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models")
 
@@ -129,7 +132,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
             _note_finish(record, choice.get("finish_reason"))
         record.chunks_out = 1
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                            headers={"x-request-id": ctx.request_id, **ctx.response_headers})
+                            headers={"x-request-id": ctx.request_id, **ctx.response_headers, **_served_by(ctx)})
     finally:
         in_flight.tasks.discard(task)
         await chain.aclose()
@@ -243,8 +246,15 @@ async def _open(request: web.Request, ctx: RequestContext, keepalive: float, rec
     record.status = 200  # what the client got, whatever happens to the stream after
     response.headers["x-request-id"] = ctx.request_id
     response.headers.update(ctx.response_headers)
+    response.headers.update(_served_by(ctx))
     await response.prepare(request)
     return response
+
+
+def _served_by(ctx: RequestContext) -> dict[str, str]:
+    """Who answered: for a route, the target that did (a stream committed before its first chunk names
+    the target being tried then)."""
+    return {"x-gateway-provider": ctx.provider.name, "x-gateway-model": quote(ctx.model[:FIELD_CAP], safe=_MODEL_SAFE)}
 
 
 async def _fail(response: EventStream, error: GatewayError) -> str:
@@ -272,8 +282,11 @@ async def models(request: web.Request) -> web.Response:
         record.outcome = error.code
         return error_response(error, record.request_id)
     record.key = key.id if key else None
+    config = request.app[CONFIG]
+    listed = listed_models(config)
+    listed[:0] = await request.app[PROVIDER_MODELS].listed(config, request.app[SESSION])
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
-            for model, owner in allowed_models(request, key, listed_models(request.app[CONFIG]))]
+            for model, owner in allowed_models(request, key, listed)]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
 
 
@@ -329,7 +342,11 @@ def _refused_before_middlewares(request: web.Request, error: GatewayError) -> we
     return error_response(error, record.request_id)
 
 
+PROVIDER_MODELS = web.AppKey("provider_models", ProviderModels)
+
+
 def setup_routes(app: web.Application) -> None:
+    app[PROVIDER_MODELS] = ProviderModels()
     for prefix in ("/v1", "/v2"):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions, expect_handler=continue_after_auth)
         app.router.add_post(f"{prefix}/completions", completions, expect_handler=continue_after_auth)
