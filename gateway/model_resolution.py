@@ -54,20 +54,20 @@ def resolve(config: Config, requested: str) -> list[tuple[ProviderConfig, str]]:
         candidates = [
             (p, requested) for p in config.providers.values() if p.models is not None and requested in p.models
         ]
-    candidates = [c for c in candidates if c is not None]
+    found: list[tuple[ProviderConfig, str]] = [c for c in candidates if c is not None]
     named = requested not in config.routes and names_a_provider(config, requested)
     if not named and _real_provider_enabled(config):
         # a standby (demo) provider never answers a production request unless named: a real provider
         # answers, or a 503 names what is missing
-        real = [c for c in candidates if not c[0].standby]
-        if candidates and not real:
+        real = [c for c in found if not c[0].standby]
+        if found and not real:
             raise _only_demo(requested)
-        candidates = real
-    if not candidates:
+        found = real
+    if not found:
         raise _not_found(requested)
-    enabled = [(provider, model) for provider, model in candidates if provider.enabled]
+    enabled = [(provider, model) for provider, model in found if provider.enabled]
     if not enabled:
-        raise _disabled(candidates[0][0])
+        raise _disabled(found[0][0])
     return enabled
 
 

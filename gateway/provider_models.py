@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 import orjson
@@ -24,7 +25,7 @@ MAX_BODY = 1 << 20
 
 
 class ProviderModels:
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._cache: dict[str, tuple[float, tuple[str, ...] | None]] = {}
 

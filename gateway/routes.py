@@ -284,7 +284,8 @@ async def models(request: web.Request) -> web.Response:
     record.key = key.id if key else None
     config = request.app[CONFIG]
     listed = listed_models(config)
-    listed[:0] = await request.app[PROVIDER_MODELS].listed(config, request.app[SESSION])
+    at = len(listed) - len(config.routes)  # the providers' models, then the routes
+    listed[at:at] = await request.app[PROVIDER_MODELS].listed(config, request.app[SESSION])
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
             for model, owner in allowed_models(request, key, listed)]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())

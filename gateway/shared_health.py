@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -58,12 +58,12 @@ class SharedCooldowns:
     def ended(self, provider: str) -> None:
         self._background(self.client.delete(PREFIX + provider))
 
-    def _background(self, call) -> None:
+    def _background(self, call: Awaitable[object]) -> None:
         task = asyncio.ensure_future(self._quietly(call))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _quietly(self, call) -> None:
+    async def _quietly(self, call: Awaitable[object]) -> None:
         try:
             await call
             self._answered()
