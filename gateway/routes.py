@@ -126,7 +126,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         except Exception as exc:  # a GatewayError, or a bug: logged with its traceback, a 500 to the client
             error = _as_gateway_error(exc, ctx)
             outcome = error.code or str(error.status)
-            return error_response(error, ctx.request_id)
+            return _tried(error_response(error, ctx.request_id), ctx)
         outcome = "ok"
         for choice in answer["choices"]:
             _note_finish(record, choice.get("finish_reason"))
@@ -187,7 +187,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         except Exception as exc:
             error = _as_gateway_error(exc, ctx)
             if response is None:
-                return error_response(error, ctx.request_id), error.code or str(error.status)
+                return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
             return response, await _fail(response, error)
         if response is None:
             response = await _open(request, ctx, keepalive, record)
@@ -255,6 +255,13 @@ def _served_by(ctx: RequestContext) -> dict[str, str]:
     """Who answered: for a route, the target that did (a stream committed before its first chunk names
     the target being tried then)."""
     return {"x-gateway-provider": ctx.provider.name, "x-gateway-model": quote(ctx.model[:FIELD_CAP], safe=_MODEL_SAFE)}
+
+
+def _tried(response: web.Response, ctx: RequestContext) -> web.Response:
+    """A provider's failure names the provider that failed last, as an answer names the one that served it."""
+    if ctx.attempts:
+        response.headers.update(_served_by(ctx))
+    return response
 
 
 async def _fail(response: EventStream, error: GatewayError) -> str:

@@ -134,3 +134,16 @@ providers:
         ids = [m["id"] for m in (await response.json())["data"]]
         assert ids == ["listed/m1", "local/llama3.1:8b", "local/qwen2.5:7b", "other/*"]
     assert asked == ["Bearer sk-local-0123456789abcdef"]  # cached: asked once
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_provider_error_says_which_provider_failed(make_gateway, upstream, stream):
+    client = await make_gateway()
+    upstream.queue(Reply(status=500, steps=[b'{"error": {"message": "down"}}'],
+                         headers={"Content-Type": "application/json"}))
+    response = await client.post("/v1/chat/completions", json=chat("up/gpt-4o-mini", stream))
+    assert response.status == 502, await response.text()
+    assert (response.headers["x-gateway-provider"], response.headers["x-gateway-model"]) == ("up", "gpt-4o-mini")
+    # refused before any provider was tried: no provider is named
+    response = await client.post("/v1/chat/completions", json={"model": "nope/x", "messages": []})
+    assert response.status in (400, 404) and "x-gateway-provider" not in response.headers
