@@ -107,11 +107,14 @@ async def test_models_lists_enabled_providers_without_a_models_list(aiohttp_clie
         return web.json_response({"object": "list", "data": [{"id": "llama3.1:8b", "object": "model"},
                                                              {"id": "qwen2.5:7b", "object": "model"}]})
 
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
     local = web.Application()
     local.router.add_get("/v1/models", models)
     server = await aiohttp_server(local)
     broken = web.Application()
-    broken.router.add_get("/v1/models", lambda request: web.Response(status=404))
+    broken.router.add_get("/v1/models", not_found)
     broken_server = await aiohttp_server(broken)
     config = parse_config(f"""
 providers:
