@@ -20,6 +20,7 @@ from .logfmt import escape
 from .metrics import METRICS, ObservedHealth, setup_metrics, upstream_timing
 from .playground import setup_playground
 from .redaction import redacting_logs
+from .shared_health import shared_health
 from .routes import SERVED_ENDPOINTS, error_response, setup_routes
 
 log = logging.getLogger("gateway")
@@ -107,6 +108,8 @@ def create_app(config: Config) -> web.Application:
     setup_cors(app, config.server.cors)
     setup_auth(app, config)
     setup_limits(app, config, metrics)
+    if config.limits.backend == "redis":  # every instance skips a provider that one of them found failing
+        app.cleanup_ctx.append(shared_health())
     disabled = [f"{p.name} ({' and '.join(p.missing_env)})" for p in config.providers.values() if not p.enabled]
     if disabled:  # one line: the shipped config names many providers, most without their key
         log.warning("%d provider(s) disabled until their variables are set: %s", len(disabled), ", ".join(disabled))

@@ -60,6 +60,7 @@ class ProviderConfig:
     stream_options: bool = True  # send stream_options.include_usage upstream (openai kind)
     max_event_bytes: int = 1 << 20
     token_interval: float = 0.03  # demo kind: seconds between tokens
+    standby: bool = False  # demo kind: serves only when no real provider is enabled, or when named
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     health: HealthPolicy = field(default_factory=HealthPolicy)
     on_malformed: str = "skip"  # skip | error: what a malformed event in the stream does

@@ -1,6 +1,8 @@
 """Provider health: consecutive failures put a provider in a cooldown, so that fallbacks answer first.
 
-The breaker is per provider (one provider's outage hits all its models) and per gateway instance.
+The breaker is per provider (one provider's outage hits all its models). Failures are counted per
+gateway instance; with `limits.backend: redis` the cooldowns themselves are shared (gateway/shared_health.py):
+a cooldown one instance enters is published, and every instance skips that provider within a poll interval.
 After the cooldown the provider is tried again; one more failure puts it straight back, one success
 clears its record.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from .config import ProviderConfig
 
@@ -23,12 +26,34 @@ class ProviderState:
     last_error: str | None = None
     failures: int = 0
     successes: int = 0
+    shared_until: float = 0.0  # the part of the cooldown learnt from another instance (monotonic time)
+
+
+class CooldownPublisher(Protocol):
+    """Told of each cooldown entered and ended here; must not block (it publishes in the background)."""
+
+    def entered(self, provider: str, seconds: float, code: str) -> None: ...
+
+    def ended(self, provider: str) -> None: ...
 
 
 class Health:
     def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._states: dict[str, ProviderState] = {}
+        self.publisher: CooldownPublisher | None = None
+
+    def shared_cooldown(self, name: str, seconds_left: float | None) -> None:
+        """What the shared store says of a provider: cooling for `seconds_left` more, or (None) not cooling.
+        A shared cooldown that ended elsewhere (a probe there succeeded) ends here too; a local one stays."""
+        state = self._state(name)
+        now = self._clock()
+        if seconds_left is not None and seconds_left > 0:
+            until = now + seconds_left
+            if until > state.cooling_until:
+                state.cooling_until = state.shared_until = until
+        elif state.shared_until > now and state.cooling_until == state.shared_until:
+            state.cooling_until = state.shared_until = 0.0
 
     def _state(self, name: str) -> ProviderState:
         state = self._states.get(name)
@@ -47,8 +72,10 @@ class Health:
         if state.consecutive_failures >= provider.health.max_failures > 0:
             log.info("provider %s answered again after %d consecutive failure(s)", provider.name,
                      state.consecutive_failures)
+        if self.publisher is not None and state.cooling_until:  # a cooldown since the last success: it is over
+            self.publisher.ended(provider.name)
         state.consecutive_failures = 0
-        state.cooling_until = 0.0
+        state.cooling_until = state.shared_until = 0.0
 
     def failed(self, provider: ProviderConfig, code: str, cool_for: float = 0.0) -> None:
         """Records a failure; `cool_for` (a long retry-after) starts a cooldown on its own."""
@@ -61,6 +88,8 @@ class Health:
             cool_for = max(cool_for, policy.cooldown)
         if cool_for > 0:
             state.cooling_until = max(state.cooling_until, self._clock() + cool_for)
+            if self.publisher is not None:
+                self.publisher.entered(provider.name, cool_for, code)
             log.warning("provider %s skipped for %.0f s after %d consecutive failure(s), last %s",
                         provider.name, cool_for, state.consecutive_failures, code)
 

@@ -54,12 +54,19 @@ def resolve(config: Config, requested: str) -> list[tuple[ProviderConfig, str]]:
         candidates = [
             (p, requested) for p in config.providers.values() if p.models is not None and requested in p.models
         ]
-    candidates = [c for c in candidates if c is not None]
-    if not candidates:
+    found: list[tuple[ProviderConfig, str]] = [c for c in candidates if c is not None]
+    real = [c for c in found if not c[0].standby]
+    if any(provider.enabled for provider, _ in real):
+        # A standby (demo) target never stands in for an enabled real one: once the route (or bare name) has
+        # an enabled real provider, its failures reach the client as errors, never as demo text. Named
+        # ('demo/echo'), or when no real target of the list is enabled (no key set yet: the quick start),
+        # the demo still answers.
+        found = real
+    if not found:
         raise _not_found(requested)
-    enabled = [(provider, model) for provider, model in candidates if provider.enabled]
+    enabled = [(provider, model) for provider, model in found if provider.enabled]
     if not enabled:
-        raise _disabled(candidates[0][0])
+        raise _disabled(found[0][0])
     return enabled
 
 

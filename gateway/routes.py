@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -23,12 +24,14 @@ from .metrics import METRICS
 from .pipeline import Chain
 from .responses import combine, encoder
 from .model_resolution import listed_models, resolve
+from .provider_models import ProviderModels
 from .sse import DONE_EVENT, EventStream, encode_event
 from .validation import validate_chat, validate_completion
 
 log = logging.getLogger("gateway")
 
 _END = object()
+_MODEL_SAFE = "/:@.-_+~=,;!*'()[]"  # a header value is printable ASCII: anything else is percent-encoded
 CONTENT_FILTER = "content_filter"
 SERVED_ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models")
 
@@ -120,13 +123,13 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         except Exception as exc:  # a GatewayError, or a bug: logged with its traceback, a 500 to the client
             error = _as_gateway_error(exc, ctx)
             outcome = error.code or str(error.status)
-            return error_response(error, ctx.request_id)
+            return _tried(error_response(error, ctx.request_id), ctx)
         outcome = "ok"
         for choice in answer["choices"]:
             _note_finish(record, choice.get("finish_reason"))
         record.chunks_out = 1
         return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                            headers={"x-request-id": ctx.request_id, **ctx.response_headers})
+                            headers={"x-request-id": ctx.request_id, **ctx.response_headers, **_served_by(ctx)})
     finally:
         in_flight.tasks.discard(task)
         await chain.aclose()
@@ -174,7 +177,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         except Exception as exc:
             error = _as_gateway_error(exc, ctx)
             if response is None:
-                return error_response(error, ctx.request_id), error.code or str(error.status)
+                return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
             return response, await _fail(response, error)
         if response is None:
             response = await _open(request, ctx, keepalive, record)
@@ -233,7 +236,21 @@ async def _open(request: web.Request, ctx: RequestContext, keepalive: float, rec
     record.status = 200  # what the client got, whatever happens to the stream after
     response.headers["x-request-id"] = ctx.request_id
     response.headers.update(ctx.response_headers)
+    response.headers.update(_served_by(ctx))
     await response.prepare(request)
+    return response
+
+
+def _served_by(ctx: RequestContext) -> dict[str, str]:
+    """Who answered: for a route, the target that did (a stream committed before its first chunk names
+    the target being tried then)."""
+    return {"x-gateway-provider": ctx.provider.name, "x-gateway-model": quote(ctx.model[:FIELD_CAP], safe=_MODEL_SAFE)}
+
+
+def _tried(response: web.Response, ctx: RequestContext) -> web.Response:
+    """A provider's failure names the provider that failed last, as an answer names the one that served it."""
+    if ctx.attempts:
+        response.headers.update(_served_by(ctx))
     return response
 
 
@@ -262,8 +279,12 @@ async def models(request: web.Request) -> web.Response:
         record.outcome = error.code
         return error_response(error, record.request_id)
     record.key = key.id if key else None
+    config = request.app[CONFIG]
+    listed = listed_models(config)
+    at = len(listed) - len(config.routes)  # the providers' models, then the routes
+    listed[at:at] = await request.app[PROVIDER_MODELS].listed(config, request.app[SESSION])
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
-            for model, owner in allowed_models(request, key, listed_models(request.app[CONFIG]))]
+            for model, owner in allowed_models(request, key, listed)]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
 
 
@@ -319,7 +340,11 @@ def _refused_before_middlewares(request: web.Request, error: GatewayError) -> we
     return error_response(error, record.request_id)
 
 
+PROVIDER_MODELS = web.AppKey("provider_models", ProviderModels)
+
+
 def setup_routes(app: web.Application) -> None:
+    app[PROVIDER_MODELS] = ProviderModels()
     for prefix in ("/v1", "/v2"):
         app.router.add_post(f"{prefix}/chat/completions", chat_completions, expect_handler=continue_after_auth)
         app.router.add_post(f"{prefix}/completions", completions, expect_handler=continue_after_auth)

@@ -52,7 +52,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def render_site(template: str, listen_port: int, gateway_port: int, log_dir: Path) -> str:
+INSTANCE_PORTS = (8080, 8081)  # the upstream's servers as shipped
+
+
+def render_site(template: str, listen_port: int, gateway_ports: int | list[int], log_dir: Path) -> str:
     """deploy/nginx/gateway.conf with the test's ports and paths; each substitution must find its target,
     so that a change to the file cannot make the test quietly check something else."""
     listens = 0
@@ -64,8 +67,11 @@ def render_site(template: str, listen_port: int, gateway_port: int, log_dir: Pat
 
     site = re.sub(r"(?m)^([ \t]*)listen\s[^;]*;[^\n]*\n", listen, template)
     assert listens >= 1, "no listen directive in gateway.conf"
-    site, servers = re.subn(r"(?m)^([ \t]*)server\s+127\.0\.0\.1:8080\b", rf"\g<1>server 127.0.0.1:{gateway_port}", site)
-    assert servers == 1, "gateway.conf's upstream must list server 127.0.0.1:8080 once"
+    ports = [gateway_ports] * len(INSTANCE_PORTS) if isinstance(gateway_ports, int) else gateway_ports
+    for shipped, port in zip(INSTANCE_PORTS, ports, strict=True):
+        site, servers = re.subn(rf"(?m)^([ \t]*)server\s+127\.0\.0\.1:{shipped}\b", rf"\g<1>server 127.0.0.1:{port}",
+                                site)
+        assert servers == 1, f"gateway.conf's upstream must list server 127.0.0.1:{shipped} once"
     site = site.replace("/var/log/nginx/", f"{log_dir}/")
     leftover = re.findall(r"(?m)^[^#\n]*\s(/(?:var|etc|run)/\S*)", site)
     assert not leftover, f"gateway.conf refers to system paths the test does not redirect: {leftover}"
@@ -398,3 +404,54 @@ async def test_sigterm_lets_a_running_stream_finish(stack_factory):
         while gateway.poll() is None:
             await asyncio.sleep(0.05)
     assert gateway.returncode == 0
+
+
+def test_site_keeps_several_instances_alive():
+    """The upstream lists several instances and keeps connections to them open (HTTP/1.1, no Connection: close)."""
+    site = re.sub(r"#[^\n]*", "", SITE.read_text())
+    upstream = re.search(r"upstream gateway \{(.*?)\}", site, re.S).group(1)
+    assert len(re.findall(r"^\s*server\s", upstream, re.M)) >= 2
+    assert re.search(r"^\s*keepalive\s+\d+;", upstream, re.M)
+    assert re.search(r"^\s*proxy_http_version 1\.1;", site, re.M)
+    assert re.search(r'^\s*proxy_set_header Connection "";', site, re.M)
+    assert "proxy_intercept_errors on" not in site  # the gateway's own errors reach the client unchanged
+
+
+async def test_nginx_answers_a_dead_gateway_in_openai_error_shape(stack_factory):
+    """No instance answers: the OpenAI SDK shows nginx's message, not a bare "Error code: 502"."""
+    import openai
+
+    stack = await stack_factory(nginx_binary())
+    gateway = stack.processes[0]
+    os.killpg(gateway.pid, signal.SIGKILL)
+    gateway.wait(timeout=TIMEOUT)
+    async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+        async with session.post(f"{stack.url}/v1/chat/completions", json=request_body(True)) as response:
+            assert response.status == 502
+            assert response.headers["Content-Type"].startswith("application/json")
+            error = (await response.json())["error"]
+        async with session.get(f"{stack.url}/v1/models") as response:
+            assert response.status == 502
+            assert (await response.json())["error"]["code"] == "gateway_unavailable"
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "server_error"
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-unused", max_retries=0, timeout=TIMEOUT)
+    try:
+        with pytest.raises(openai.InternalServerError) as raised:
+            await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    finally:
+        await client.close()
+    assert "not reachable" in str(raised.value), str(raised.value)
+
+
+async def test_nginx_does_not_expose_the_verbose_health_report(stack_factory):
+    stack = await stack_factory(nginx_binary())
+    async with aiohttp.ClientSession() as session, asyncio.timeout(TIMEOUT):
+        for query in ("?verbose=1", "?verbose", "?x=1&verbose=1"):
+            async with session.get(f"{stack.url}/healthz{query}") as response:
+                assert response.status == 404, query
+                assert response.headers["Content-Type"].startswith("application/json")
+                assert "providers" not in await response.text()
+        async with session.get(f"{stack.url}/healthz") as response:
+            assert response.status == 200 and (await response.json())["status"] == "ok"
+        async with session.get(f"http://127.0.0.1:{stack.gateway_port}/healthz?verbose=1") as response:
+            assert "providers" in await response.json()  # still there on the gateway's own loopback address

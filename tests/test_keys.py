@@ -165,9 +165,10 @@ async def test_models_list_needs_a_key_and_shows_what_it_may_use(keyed):
     response = await keyed.get("/v1/models")
     assert response.status == 401
     response = await keyed.get("/v1/models", headers=bearer(KEY_B))
-    assert [m["id"] for m in (await response.json())["data"]] == ["chat"]
+    # "up" has no models list and its /models cannot be asked (the fake serves only POST): listed as up/*
+    assert [m["id"] for m in (await response.json())["data"]] == ["up/*", "chat"]
     response = await keyed.get("/v1/models", headers=bearer(KEY_A))
-    assert [m["id"] for m in (await response.json())["data"]] == ["demo/echo", "chat"]
+    assert [m["id"] for m in (await response.json())["data"]] == ["demo/echo", "up/*", "ant/*", "gem/*", "chat"]
 
 
 # A provider whose models list holds names with a slash, next to a provider those names start with.

@@ -146,7 +146,7 @@ def _reply_subject(ctx: RequestContext) -> str:
 class DemoAdapter(LocalAdapter):
     kind = "demo"
     # token_interval: seconds between streamed tokens (ProviderConfig's default: 0.03)
-    options = (Option("token_interval", float, minimum=0),)
+    options = (Option("token_interval", float, minimum=0), Option("standby", bool))
     stream = staticmethod(stream)
 
 
