@@ -54,12 +54,12 @@ def resolve(config: Config, requested: str) -> list[tuple[ProviderConfig, str]]:
         candidates = [
             (p, requested) for p in config.providers.values() if p.models is not None and requested in p.models
         ]
-    candidates = [c for c in candidates if c is not None]
-    if not candidates:
+    found = [c for c in candidates if c is not None]
+    if not found:
         raise _not_found(requested)
-    enabled = [(provider, model) for provider, model in candidates if provider.enabled]
+    enabled = [(provider, model) for provider, model in found if provider.enabled]
     if not enabled:
-        raise _disabled(candidates[0][0])
+        raise _disabled(found[0][0])
     return enabled
 
 

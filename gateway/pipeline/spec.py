@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..chunks import Chunk
+
 if TYPE_CHECKING:
     from ..config import Validator
     from ..context import RequestContext
 
 # An async-generator function over OpenAI chat chunks: (ctx, chunks) -> chunks.
-Middleware = Callable[["RequestContext", AsyncIterator[dict]], AsyncIterator[dict]]
+Middleware = Callable[["RequestContext", AsyncIterator[Chunk]], AsyncIterator[Chunk]]
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class State:
         self.started = False
         self.candidates: dict[int, _Candidate] = {}
         self.finished = 0
-        self.usage: dict | None = None  # the latest usageMetadata with counts
+        self.usage: dict[str, Any] | None = None  # the latest usageMetadata with counts
         self.call_prefix = ""
         self.call_count = 0
         self.done = False  # every candidate has its finish reason: Gemini's stream has no end event
@@ -92,8 +92,8 @@ def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
         if feedback and feedback.get("blockReason"):
             raise prompt_blocked(state, feedback)
         return ()
-    deltas: list = []
-    finishes: list = []
+    deltas: list[Any] = []
+    finishes: list[Any] = []
     for candidate in candidates:
         if isinstance(candidate, dict):
             _candidate(candidate, state, deltas, finishes)
@@ -117,7 +117,7 @@ def finish(state: State) -> tuple[Chunk, ...]:
     return (state.envelope.usage(openai_usage(state.usage)),)
 
 
-def openai_usage(meta: dict) -> dict:
+def openai_usage(meta: dict[str, Any]) -> dict[str, Any]:
     prompt = meta.get("promptTokenCount") or 0
     thoughts = meta.get("thoughtsTokenCount") or 0
     completion = (meta.get("candidatesTokenCount") or 0) + thoughts
@@ -130,7 +130,7 @@ def openai_usage(meta: dict) -> dict:
     }
 
 
-def prompt_blocked(state: State, feedback: dict) -> GatewayError:
+def prompt_blocked(state: State, feedback: dict[str, Any]) -> GatewayError:
     reason = feedback["blockReason"]
     detail = feedback.get("blockReasonMessage")
     detail = f": {redact(detail, state.provider.secrets)[:300]}" if isinstance(detail, str) and detail else ""
@@ -138,7 +138,7 @@ def prompt_blocked(state: State, feedback: dict) -> GatewayError:
                         code="content_filter")
 
 
-def _start(payload: dict, state: State) -> None:
+def _start(payload: dict[str, Any], state: State) -> None:
     state.started = True
     response_id = payload.get("responseId")
     if not (isinstance(response_id, str) and _SAFE_ID.match(response_id)):
@@ -154,7 +154,7 @@ def _start(payload: dict, state: State) -> None:
 
 
 
-def _candidate(candidate: dict, state: State, deltas: list, finishes: list) -> None:
+def _candidate(candidate: dict[str, Any], state: State, deltas: list[Any], finishes: list[Any]) -> None:
     index = candidate.get("index") or 0
     slot = state.candidates.get(index)
     if slot is None:
@@ -182,9 +182,9 @@ def _candidate(candidate: dict, state: State, deltas: list, finishes: list) -> N
         finishes.append(choice(index, finish_delta, _finish_reason(reason, candidate, slot, state)))
 
 
-def _delta(parts: list, slot: _Candidate, state: State) -> dict:
+def _delta(parts: list[Any], slot: _Candidate, state: State) -> dict[str, Any]:
     text = reasoning = ""
-    calls: list = []
+    calls: list[Any] = []
     for part in parts:
         if not isinstance(part, dict):
             state.malformed += 1
@@ -200,7 +200,7 @@ def _delta(parts: list, slot: _Candidate, state: State) -> dict:
         elif "functionCall" in part:
             _function_call(part, slot, state, calls)
         # executableCode, codeExecutionResult, inlineData...: OpenAI's chat chunks have no place for them
-    delta: dict = {}
+    delta: dict[str, Any] = {}
     if text:
         delta["content"] = text
     if reasoning:
@@ -210,7 +210,7 @@ def _delta(parts: list, slot: _Candidate, state: State) -> dict:
     return delta
 
 
-def _function_call(part: dict, slot: _Candidate, state: State, calls: list) -> None:
+def _function_call(part: dict[str, Any], slot: _Candidate, state: State, calls: list[Any]) -> None:
     function = part["functionCall"]
     if not isinstance(function, dict):
         state.malformed += 1
@@ -226,7 +226,7 @@ def _function_call(part: dict, slot: _Candidate, state: State, calls: list) -> N
     calls.append(_tool_call(slot, state, name, args or {}, part.get("thoughtSignature")))
 
 
-def _tool_call(slot: _Candidate, state: State, name: str, args: dict, signature: Any) -> dict:
+def _tool_call(slot: _Candidate, state: State, name: str, args: dict[str, Any], signature: Any) -> dict[str, Any]:
     call = {"index": slot.calls, "id": f"{state.call_prefix}{state.call_count}", "type": "function",
             "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
     slot.calls += 1
@@ -236,7 +236,7 @@ def _tool_call(slot: _Candidate, state: State, name: str, args: dict, signature:
     return call
 
 
-def _streamed_call(function: dict, signature: Any, slot: _Candidate, state: State, calls: list) -> None:
+def _streamed_call(function: dict[str, Any], signature: Any, slot: _Candidate, state: State, calls: list[Any]) -> None:
     name = function.get("name")
     if isinstance(name, str) and name:
         if slot.pending is not None:  # a new call closes the one before it
@@ -256,14 +256,14 @@ def _streamed_call(function: dict, signature: Any, slot: _Candidate, state: Stat
         calls.append(_complete_pending(slot, state))
 
 
-def _complete_pending(slot: _Candidate, state: State) -> dict:
+def _complete_pending(slot: _Candidate, state: State) -> dict[str, Any]:
     pending = slot.pending
     slot.pending = None
     return _tool_call(slot, state, pending.name, pending.args, pending.signature)
 
 
 
-def _finish_reason(reason: str, candidate: dict, slot: _Candidate, state: State) -> str:
+def _finish_reason(reason: str, candidate: dict[str, Any], slot: _Candidate, state: State) -> str:
     if reason in _FAILED_CALL_REASONS:
         detail = candidate.get("finishMessage")
         detail = f": {redact(detail, state.provider.secrets)[:300]}" if isinstance(detail, str) and detail else ""
@@ -274,7 +274,7 @@ def _finish_reason(reason: str, candidate: dict, slot: _Candidate, state: State)
     return "tool_calls" if finish == "stop" and slot.calls else finish
 
 
-def _loads(data: bytes, state: State) -> dict | None:
+def _loads(data: bytes, state: State) -> dict[str, Any] | None:
     payload = event_json(data, state)  # counts what is not JSON, repairs what is not UTF-8
     if payload is None or isinstance(payload, dict):
         return payload
