@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
-from typing import Any
 
 from aiohttp import web
 

@@ -12,7 +12,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import hdrs, web
 

@@ -16,9 +16,9 @@
 
 from __future__ import annotations
 
-from typing import Any
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from ..chunks import Chunk, Envelope
 from ..context import RequestContext

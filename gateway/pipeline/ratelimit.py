@@ -7,8 +7,8 @@ error, timeout, client gone, cancellation, shutdown) because Chain.aclose closes
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from ..chunks import Chunk
 from ..context import RequestContext
