@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
-from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT, Chunk
+from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT, Choice, Chunk
 from .context import RequestContext
 from .sse import encode_event
 
 _ENVELOPE = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
 
-def text_completion_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+def text_completion_chunk(chunk: Chunk) -> dict[str, Any]:
     """A chat chunk as the legacy /completions endpoint streams it."""
     return {
         "id": chunk["id"],
@@ -34,7 +34,7 @@ def text_completion_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def encoder(ctx: RequestContext):
+def encoder(ctx: RequestContext) -> Callable[[Chunk], bytes]:
     """The per-chunk encoder for the client's endpoint (the hot path: no per-chunk branching on it)."""
     if ctx.endpoint == "chat":
         return lambda chunk: encode_event(orjson.dumps(chunk))
@@ -55,10 +55,10 @@ class _ChoiceParts:
         self.logprobs: dict[str, Any] | None = None
         self.finish_reason: str | None = None
 
-    def add(self, choice: dict[str, Any]) -> None:
+    def add(self, choice: Choice) -> None:
         delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str):
-            self.content.append(delta["content"])
+        if isinstance(content := delta.get("content"), str):
+            self.content.append(content)
         if isinstance(delta.get("reasoning_content"), str):
             self.reasoning.append(delta["reasoning_content"])
         if delta.get("reasoning_signature"):

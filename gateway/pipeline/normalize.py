@@ -58,7 +58,9 @@ class _Normalizer:
                 model if isinstance(model, str) and model else ctx.model, str(upstream_id) if upstream_id else None)
         envelope.stamp(chunk)
 
-    def apply(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+    def apply(self, provider_chunk: Chunk) -> Chunk | None:
+        # What a provider sent, unchecked until this method has checked it: read as a plain dict.
+        chunk: dict[str, Any] = provider_chunk  # type: ignore[assignment]
         usage = chunk.pop("usage", None)
         extra = chunk.get("x_groq")
         if isinstance(extra, dict) and "usage" in extra:
@@ -75,7 +77,7 @@ class _Normalizer:
             return None
         chunk["choices"] = kept
         self._stamp(chunk)
-        return chunk
+        return provider_chunk
 
     def _choice(self, choice: dict[str, Any]) -> bool:
         index = choice.get("index")

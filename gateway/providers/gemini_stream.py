@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..chunks import Chunk, Envelope, choice
+from ..chunks import Chunk, Delta, Envelope, ToolCallDelta, choice
 from ..errors import GatewayError, redact, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import event_json, stream_error
@@ -164,7 +164,7 @@ def _candidate(candidate: dict[str, Any], state: State, deltas: list[Any], finis
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
     reason = candidate.get("finishReason")
-    delta = _delta(parts, slot, state) if parts else {}
+    delta: Delta = _delta(parts, slot, state) if parts else {}
     if reason and slot.pending is not None:  # Vertex ended the turn without closing a streamed call
         delta.setdefault("tool_calls", []).append(_complete_pending(slot, state))
     if delta:
@@ -177,14 +177,14 @@ def _candidate(candidate: dict[str, Any], state: State, deltas: list[Any], finis
             reason = "OTHER"
         slot.finished = True
         state.finished += 1
-        finish_delta = {} if slot.started else {"role": "assistant"}
+        finish_delta: Delta = {} if slot.started else {"role": "assistant"}
         slot.started = True
         finishes.append(choice(index, finish_delta, _finish_reason(reason, candidate, slot, state)))
 
 
-def _delta(parts: list[Any], slot: _Candidate, state: State) -> dict[str, Any]:
+def _delta(parts: list[Any], slot: _Candidate, state: State) -> Delta:
     text = reasoning = ""
-    calls: list[Any] = []
+    calls: list[ToolCallDelta] = []
     for part in parts:
         if not isinstance(part, dict):
             state.malformed += 1
@@ -200,7 +200,7 @@ def _delta(parts: list[Any], slot: _Candidate, state: State) -> dict[str, Any]:
         elif "functionCall" in part:
             _function_call(part, slot, state, calls)
         # executableCode, codeExecutionResult, inlineData...: OpenAI's chat chunks have no place for them
-    delta: dict[str, Any] = {}
+    delta: Delta = {}
     if text:
         delta["content"] = text
     if reasoning:
@@ -210,7 +210,7 @@ def _delta(parts: list[Any], slot: _Candidate, state: State) -> dict[str, Any]:
     return delta
 
 
-def _function_call(part: dict[str, Any], slot: _Candidate, state: State, calls: list[Any]) -> None:
+def _function_call(part: dict[str, Any], slot: _Candidate, state: State, calls: list[ToolCallDelta]) -> None:
     function = part["functionCall"]
     if not isinstance(function, dict):
         state.malformed += 1
@@ -226,8 +226,8 @@ def _function_call(part: dict[str, Any], slot: _Candidate, state: State, calls: 
     calls.append(_tool_call(slot, state, name, args or {}, part.get("thoughtSignature")))
 
 
-def _tool_call(slot: _Candidate, state: State, name: str, args: dict[str, Any], signature: Any) -> dict[str, Any]:
-    call = {"index": slot.calls, "id": f"{state.call_prefix}{state.call_count}", "type": "function",
+def _tool_call(slot: _Candidate, state: State, name: str, args: dict[str, Any], signature: Any) -> ToolCallDelta:
+    call: ToolCallDelta = {"index": slot.calls, "id": f"{state.call_prefix}{state.call_count}", "type": "function",
             "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
     slot.calls += 1
     state.call_count += 1
@@ -236,7 +236,7 @@ def _tool_call(slot: _Candidate, state: State, name: str, args: dict[str, Any], 
     return call
 
 
-def _streamed_call(function: dict[str, Any], signature: Any, slot: _Candidate, state: State, calls: list[Any]) -> None:
+def _streamed_call(function: dict[str, Any], signature: Any, slot: _Candidate, state: State, calls: list[ToolCallDelta]) -> None:
     name = function.get("name")
     if isinstance(name, str) and name:
         if slot.pending is not None:  # a new call closes the one before it
@@ -256,8 +256,9 @@ def _streamed_call(function: dict[str, Any], signature: Any, slot: _Candidate, s
         calls.append(_complete_pending(slot, state))
 
 
-def _complete_pending(slot: _Candidate, state: State) -> dict[str, Any]:
+def _complete_pending(slot: _Candidate, state: State) -> ToolCallDelta:
     pending = slot.pending
+    assert pending is not None  # called only while a streamed call is open
     slot.pending = None
     return _tool_call(slot, state, pending.name, pending.args, pending.signature)
 
