@@ -36,7 +36,8 @@ _TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
 def make_registry() -> CollectorRegistry:
     """The one place the registry is chosen: `--workers` (prometheus-client's multiprocess mode, with
     PROMETHEUS_MULTIPROC_DIR) plugs in here."""
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client; the *_created series double the output and say nothing an operator asks
+    # The *_created series double the output and say nothing an operator asks. (Unannotated upstream.)
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     return CollectorRegistry()
 
 

@@ -8,7 +8,7 @@ gone, error, cancellation) closes the upstream at once rather than when the garb
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..chunks import Chunk
 from ..context import RequestContext
@@ -22,8 +22,8 @@ MIDDLEWARES: dict[str, MiddlewareSpec] = {spec.name: spec for spec in (normalize
 
 
 class Chain:
-    def __init__(self, ctx: RequestContext, source: AsyncIterator[Chunk], names: tuple[str, ...]) -> None:
-        self.stages = [source]
+    def __init__(self, ctx: RequestContext, source: AsyncGenerator[Chunk, None], names: tuple[str, ...]) -> None:
+        self.stages: list[AsyncGenerator[Chunk, None]] = [source]
         for name in names:
             self.stages.append(MIDDLEWARES[name].run(ctx, self.stages[-1]))
         self.output: AsyncIterator[Chunk] = self.stages[-1]
