@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -66,7 +67,7 @@ class AccessRecord:
     tries: int = 0
     retries: int = 0
     fallback: bool = False
-    usage: dict | None = None
+    usage: dict[str, Any] | None = None
     moderation: list[str] = field(default_factory=list)
     chunks_in: int = 0  # chunks from the provider into the middleware chain
     chunks_out: int = 0  # chunks written to the client
@@ -120,7 +121,7 @@ def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def begin(request: web.BaseRequest) -> AccessRecord:
+def begin(request: web.Request) -> AccessRecord:
     """The request's record, started on first use."""
     record = request.get(ACCESS)
     if record is None:

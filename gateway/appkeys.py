@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -19,9 +20,9 @@ class InFlight:
     """Completion handlers still running, so that shutdown can end each one with a clear error."""
 
     def __init__(self) -> None:
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.ending = False  # set when the shutdown grace is over: handlers cancelled now must say why
-        self.timer: asyncio.Task | None = None
+        self.timer: asyncio.Task[Any] | None = None
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)

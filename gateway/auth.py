@@ -51,7 +51,7 @@ class KeyTable:
         return pattern is None or any(pattern.match(name) for name in names)
 
 
-def _compile(patterns: tuple[str, ...]) -> re.Pattern:
+def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
@@ -94,7 +94,7 @@ def authorize(request: web.Request, ctx: RequestContext, key: ClientKey | None) 
     ctx.client = key
     if key is None:
         return
-    ctx.settings["ratelimit"] = request.app.get(LIMITER)
+    ctx.settings["ratelimit"] = request.app.get(LIMITER, None)
     table = request.app[KEY_TABLE]
     if ctx.requested_model in request.app[CONFIG].routes and table.allows(key, ctx.requested_model):
         return  # a route allowed by name: the operator chose its targets, so every one of them is allowed

@@ -235,8 +235,9 @@ class _Loader:
 
 
 def _expand(value: str, missing: list[str]) -> str:
-    def replace(match: re.Match) -> str:
-        name, default = match.group(1), match.group(2)
+    def replace(match: re.Match[str]) -> str:
+        name: str = match.group(1)
+        default: str | None = match.group(2)
         found = os.environ.get(name)
         if found:
             return found
@@ -252,7 +253,7 @@ class _Validator:
     def __init__(self, loader: _Loader) -> None:
         self.ld = loader
 
-    def mapping(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict:
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.ld.problem(path, "must be a mapping")
             return {}
@@ -264,7 +265,8 @@ class _Validator:
                 self.ld.problem(path, f"missing required key '{key}'")
         return value
 
-    def number(self, value: Any, path: str, minimum: float = 0, integer: bool = False, exclusive: bool = True):
+    def number(self, value: Any, path: str, minimum: float = 0, integer: bool = False,
+               exclusive: bool = True) -> Any:  # an int when integer=True, None when refused
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):
             self.ld.problem(path, f"must be {'an integer' if integer else 'a number'}")
@@ -384,7 +386,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
                 loader.problem(f"{path}[{j}]", f"'{target}' must be '<provider>/<model>'")
             elif provider_name not in providers:
                 loader.problem(f"{path}[{j}]", f"unknown provider '{provider_name}'")
-            elif providers[provider_name].models is not None and model not in providers[provider_name].models:
+            elif (models := providers[provider_name].models) is not None and model not in models:
                 loader.problem(f"{path}[{j}]", f"model '{model}' is not in provider '{provider_name}' models")
         routes[name] = tuple(targets)
 
@@ -434,7 +436,7 @@ def _adapters() -> dict[str, Any]:
     return ADAPTERS
 
 
-def _kind_options(v: _Validator, raw: dict, path: str, kind: str, provider: ProviderConfig) -> None:
+def _kind_options(v: _Validator, raw: dict[str, Any], path: str, kind: str, provider: ProviderConfig) -> None:
     """The keys only some kinds take, checked as the adapter of each declares them."""
     adapters = _adapters()
     takers: dict[str, list[str]] = {}
@@ -590,7 +592,7 @@ def exposure_problem(open_access: bool, auth: str | None, host: str) -> str | No
     return None
 
 
-def _auth(v: _Validator, root: dict, server: ServerConfig,
+def _auth(v: _Validator, root: dict[str, Any], server: ServerConfig,
           middlewares: tuple[str, ...]) -> tuple[str | None, tuple[ClientKey, ...]]:
     ld = v.ld
     auth = root.get("auth")
@@ -690,7 +692,7 @@ def _limits(v: _Validator, raw: Any) -> LimitsConfig:
     return LimitsConfig(backend, url, on_error, **pool)
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     source = Path(path) if path else DEFAULT_CONFIG
     try:
         text = source.read_text(encoding="utf-8")

@@ -34,7 +34,7 @@ class RequestContext:
     # each middleware's own settings, by its name (its parsed providers.yaml section, or what the app
     # gives it: the limit backend for ratelimit); read by that middleware only
     settings: dict[str, object] = field(default_factory=dict)
-    usage: dict | None = None  # the provider's latest token counts, recorded by normalize
+    usage: dict[str, Any] | None = None  # the provider's latest token counts, recorded by normalize
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the 200 (x-ratelimit-*)
 
     @property

@@ -67,7 +67,7 @@ async def _cors_headers(request: web.Request, response: web.StreamResponse) -> N
     cors = request.app[CORS_CONFIG]
     _add_vary_origin(response.headers)  # the answer depends on Origin, whether it is allowed or not
     origin = request.headers.get(hdrs.ORIGIN)
-    if not allowed_origin(cors, origin):
+    if origin is None or not allowed_origin(cors, origin):
         return
     response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
     if not _is_preflight(request):

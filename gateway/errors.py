@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
-from .redaction import redact, redact_configured  # noqa: F401 - redact: providers' text shown to clients
+from .redaction import redact as redact  # noqa: F401 - re-exported: providers' text shown to clients
+from .redaction import redact_configured
 
 # What another try may do for a request that failed with this error:
 # "same": a new try at the same target may answer (after a backoff), then the next target;
@@ -88,7 +89,7 @@ class GatewayError(Exception):
                             headers=self._headers, retry=self._retry,
                             counts_against_health=self._counts_against_health)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         # The last guard: no configured secret leaves in an error, whichever path built the message.
         return {"error": {"message": redact_configured(self.message), "type": self.type, "param": self.param,
                           "code": self.code}}

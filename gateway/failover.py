@@ -16,11 +16,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 
+from .chunks import Chunk
 from .config import RetryPolicy
 from .context import RequestContext
 from .errors import GatewayError, Retry
@@ -50,7 +51,7 @@ def retry_after(error: GatewayError) -> float | None:
 
 def backoff(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with equal jitter: after try `attempt` (1-based), between half and all of the step."""
-    step = min(maximum, initial * 2 ** (attempt - 1))
+    step = min(maximum, initial * 2.0 ** (attempt - 1))
     return step * random.uniform(0.5, 1.0)
 
 
@@ -78,7 +79,7 @@ def should_retry(error: GatewayError, attempt: int, policy: RetryPolicy) -> Retr
     return RetryDecision("same", delay=delay)
 
 
-def _has_content(chunk: dict) -> bool:
+def _has_content(chunk: Chunk) -> bool:
     if chunk.get("usage"):
         return True
     for choice in chunk.get("choices") or ():
@@ -90,9 +91,9 @@ def _has_content(chunk: dict) -> bool:
     return False
 
 
-async def _until_content(chunks: AsyncIterator[dict], whole: bool) -> list[dict]:
+async def _until_content(chunks: AsyncIterator[Chunk], whole: bool) -> list[Chunk]:
     """The chunks up to and including the first with content; with `whole`, all of them."""
-    held = []
+    held: list[Chunk] = []
     async for chunk in chunks:
         held.append(chunk)
         if not whole and _has_content(chunk):
@@ -113,7 +114,7 @@ def _all_cooling(ctx: RequestContext, health: Health) -> GatewayError:
     )
 
 
-async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: Health) -> AsyncIterator[dict]:
+async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: Health) -> AsyncGenerator[Chunk, None]:
     """The first target's answer that starts; the last failure (status kept) when none does."""
     last_error: GatewayError | None = None
     for provider, model in ctx.candidates:

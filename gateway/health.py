@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .config import ProviderConfig
 
@@ -38,7 +39,7 @@ class CooldownPublisher(Protocol):
 
 
 class Health:
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._states: dict[str, ProviderState] = {}
         self.publisher: CooldownPublisher | None = None
@@ -93,7 +94,7 @@ class Health:
             log.warning("provider %s skipped for %.0f s after %d consecutive failure(s), last %s",
                         provider.name, cool_for, state.consecutive_failures, code)
 
-    def report(self, provider: ProviderConfig) -> dict:
+    def report(self, provider: ProviderConfig) -> dict[str, Any]:
         state = self._states.get(provider.name) or ProviderState()
         cooling = self.cooling_for(provider)
         return {

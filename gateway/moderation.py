@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from re import _constants as sre
-from re import _parser as sre_parse
+# The stdlib's own regex parser, which typeshed does not describe.
+from re import _constants as sre  # type: ignore[attr-defined]
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+from typing import Any
 
 import regex
 
@@ -37,7 +39,7 @@ class RuleError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     index: int  # its place in the config, named in logs (never its text)
-    pattern: regex.Pattern
+    pattern: regex.Pattern[str]
     action: str  # "redact" or "block"
     mask: str
     window: int  # a match starting at s is decided by text[s : s + window]
@@ -96,7 +98,7 @@ class _Shape:
         self.behind = 0
         self.backrefs = False
 
-    def walk(self, tree) -> None:
+    def walk(self, tree: Any) -> None:
         for op, av in tree.data if hasattr(tree, "data") else tree:
             if op in (sre.ASSERT, sre.ASSERT_NOT):
                 direction, inner = av
@@ -131,7 +133,7 @@ _CATEGORIES = {sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_NOT_DIGIT: r"\D", sre.CAT
                sre.CATEGORY_NOT_SPACE: r"\S", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_NOT_WORD: r"\W"}
 
 
-def _first_chars(trees: list) -> set[str] | None:
+def _first_chars(trees: list[Any]) -> set[str] | None:
     """Character-class pieces covering every character a match of these patterns can begin with, or None
     when that is not simply known (then any character may begin one)."""
     out: set[str] = set()
@@ -141,7 +143,7 @@ def _first_chars(trees: list) -> set[str] | None:
     return out
 
 
-def _firsts(items: list, out: set[str]) -> bool:
+def _firsts(items: list[Any], out: set[str]) -> bool:
     """Adds the first characters of the sequence to `out`; False when unknown. A sequence that can match
     empty text needs what follows it, which the caller cannot give here: that is unknown too."""
     for op, av in items:
@@ -186,9 +188,9 @@ class RuleSet:
         # Rules a plain search decides can share one alternation: one search per piece of text when none
         # of them can match there, which is nearly always.
         plain = [r for r in rules if not (r.windowed or r.backrefs)]
-        self.prefilter: regex.Pattern | None = None  # partial matching: where a match may still begin
-        self.quick: re.Pattern | None = None  # the same alternation in stdlib `re`: several times faster
-        self.first_chars: re.Pattern | None = None  # a character any of their matches can begin with
+        self.prefilter: regex.Pattern[str] | None = None  # partial matching: where a match may still begin
+        self.quick: re.Pattern[str] | None = None  # the same alternation in stdlib `re`: several times faster
+        self.first_chars: re.Pattern[str] | None = None  # a character any of their matches can begin with
         self.plain_window = max((r.window for r in plain), default=0)
         if plain:
             alternation = "|".join(f"(?:{r.pattern.pattern})" for r in plain)
@@ -250,11 +252,13 @@ class Scanner:
             # last `window - 1` characters (its window has not all arrived), at a character it can begin with.
             end = len(buf)
             tail = end - rule_set.plain_window + 1
+            assert rule_set.first_chars is not None and rule_set.prefilter is not None  # set with quick
             first = rule_set.first_chars.search(buf, tail if tail > pos else pos)
             if first is None:
                 release = end
             else:
                 maybe = rule_set.prefilter.search(buf, first.start(), partial=True)
+                assert maybe is not None  # a match may begin at first, so a partial one is found there
                 release = maybe.start() if maybe.partial else -1  # -1: a whole match after all
             if release >= 0:
                 cut = release - rule_set.context

@@ -40,7 +40,7 @@ def load_assets(folder: Path = STATIC) -> tuple[Asset, dict[str, Asset]]:
     """The page, with each link to an asset carrying that asset's hash, and the assets by name."""
     assets = {p.name: _asset(p) for p in folder.iterdir() if p.suffix in (".js", ".css", ".svg")}
 
-    def versioned(match: re.Match) -> str:
+    def versioned(match: re.Match[str]) -> str:
         name = match.group(2)
         return f"{match.group(1)}{name}?v={assets[name].etag}{match.group(3)}"
 

@@ -26,7 +26,7 @@ import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def _scrub(record: logging.LogRecord) -> None:
         record.stack_info = redact_log(record.stack_info)
 
 
-def _redacted_record(*args, **kwargs) -> logging.LogRecord:
+def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     assert _previous_factory is not None
     record = _previous_factory(*args, **kwargs)
     try:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 
-from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT
+from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT, Choice, Chunk
 from .context import RequestContext
 from .sse import encode_event
 
 _ENVELOPE = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
 
-def text_completion_chunk(chunk: dict) -> dict:
+def text_completion_chunk(chunk: Chunk) -> dict[str, Any]:
     """A chat chunk as the legacy /completions endpoint streams it."""
     return {
         "id": chunk["id"],
@@ -33,7 +34,7 @@ def text_completion_chunk(chunk: dict) -> dict:
     }
 
 
-def encoder(ctx: RequestContext):
+def encoder(ctx: RequestContext) -> Callable[[Chunk], bytes]:
     """The per-chunk encoder for the client's endpoint (the hot path: no per-chunk branching on it)."""
     if ctx.endpoint == "chat":
         return lambda chunk: encode_event(orjson.dumps(chunk))
@@ -47,17 +48,17 @@ class _ChoiceParts:
     def __init__(self) -> None:
         self.content: list[str] = []
         self.reasoning: list[str] = []
-        self.thinking_blocks: list[dict] = []  # signed and redacted reasoning, to be sent back as is
+        self.thinking_blocks: list[dict[str, Any]] = []  # signed and redacted reasoning, to be sent back as is
         self.block_start = 0  # where the current thinking block's text begins in `reasoning`
         self.refusal: list[str] = []
-        self.tool_calls: dict[int, dict] = {}
-        self.logprobs: dict | None = None
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: dict[str, Any] | None = None
         self.finish_reason: str | None = None
 
-    def add(self, choice: dict) -> None:
+    def add(self, choice: Choice) -> None:
         delta = choice.get("delta") or {}
-        if isinstance(delta.get("content"), str):
-            self.content.append(delta["content"])
+        if isinstance(content := delta.get("content"), str):
+            self.content.append(content)
         if isinstance(delta.get("reasoning_content"), str):
             self.reasoning.append(delta["reasoning_content"])
         if delta.get("reasoning_signature"):
@@ -94,9 +95,9 @@ class _ChoiceParts:
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
 
-    def chat_choice(self, index: int) -> dict:
+    def chat_choice(self, index: int) -> dict[str, Any]:
         text = "".join(self.content)
-        message: dict = {"role": "assistant", "content": text or (None if self.tool_calls or not self.content else ""),
+        message: dict[str, Any] = {"role": "assistant", "content": text or (None if self.tool_calls or not self.content else ""),
                          "refusal": "".join(self.refusal) if self.refusal else None}
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
@@ -106,16 +107,16 @@ class _ChoiceParts:
             message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
         return {"index": index, "message": message, "logprobs": self.logprobs, "finish_reason": self.finish_reason}
 
-    def text_choice(self, index: int) -> dict:
+    def text_choice(self, index: int) -> dict[str, Any]:
         return {"text": "".join(self.content), "index": index, "logprobs": self.logprobs,
                 "finish_reason": self.finish_reason}
 
 
-async def combine(ctx: RequestContext, chunks: AsyncIterator[dict]) -> dict:
+async def combine(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> dict[str, Any]:
     """The non-streaming answer: the same chunks, joined per choice."""
     parts: dict[int, _ChoiceParts] = {}
-    head: dict = {}
-    extras: dict = {}
+    head: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
     usage = None
     async for chunk in chunks:
         if not head:

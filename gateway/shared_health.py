@@ -48,8 +48,8 @@ class SharedCooldowns:
         self.poll_interval = poll_interval
         self.client = aioredis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
         self._enter = self.client.register_script(_ENTER)
-        self._writes: set[asyncio.Task] = set()
-        self._poller: asyncio.Task | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
         self._failing = False
 
     def entered(self, provider: str, seconds: float, code: str) -> None:

@@ -92,7 +92,7 @@ class SSEDecoder:
 
     def _without_bom(self, chunk: bytes) -> bytes:
         """The spec's decoding drops one leading U+FEFF; kept, it would hide the first field's name."""
-        head = self._head + chunk
+        head = (self._head or b"") + chunk  # only called while _head is not None
         if len(head) < len(_BOM) and _BOM.startswith(head):
             self._head = head  # too short to tell yet
             return b""
@@ -177,6 +177,7 @@ class EventStream(EventSourceResponse):
         loop = self._loop
         interval = self._ping_interval
         send_timeout = self._send_timeout
+        assert send_timeout is not None  # __init__ always passes one
         self._last_write = loop.time()
         while True:
             now = loop.time()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import ProviderConfig, Timeouts
@@ -36,6 +37,9 @@ from .errors import (
     upstream_unreachable,
 )
 from .sse import SSEDecodeError
+
+if TYPE_CHECKING:  # base.py imports this module
+    from .providers.base import AdapterState
 
 ERROR_BODY_LIMIT = 64 * 1024
 PASSED_HEADERS = ("retry-after", "retry-after-ms")
@@ -127,7 +131,7 @@ class _ReadWatchdog:
         self._handle.cancel()
 
 
-def error_payload(body: bytes) -> dict | None:
+def error_payload(body: bytes) -> dict[str, Any] | None:
     """A provider's error body as a JSON object, unwrapping the one-element array some send (Gemini)."""
     try:
         payload = orjson.loads(body)
@@ -148,10 +152,10 @@ def error_message(body: bytes) -> str | None:
         return error
     if isinstance(error, dict):
         for key in ("message", "detail", "msg"):
-            if isinstance(error.get(key), str):
-                return error[key]
-    if isinstance(payload.get("detail"), str):
-        return payload["detail"]
+            if isinstance(text := error.get(key), str):
+                return text
+    if isinstance(detail := payload.get("detail"), str):
+        return detail
     return None
 
 
@@ -164,7 +168,7 @@ def _shown(provider: ProviderConfig, message: str | None) -> str:
     return message
 
 
-def http_error(provider: ProviderConfig, status: int, body: bytes, headers) -> GatewayError:
+def http_error(provider: ProviderConfig, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     """Maps a provider's HTTP error: 400, 404 and 429 keep their status; a refused key and 5xx become 502."""
     message = _shown(provider, error_message(body))
     passed = {k: v for k, v in headers.items() if k.lower() in PASSED_HEADERS or k.lower().startswith("x-ratelimit-")}
@@ -197,7 +201,7 @@ def stream_error(provider: ProviderConfig, payload: object) -> GatewayError:
     return upstream_stream_error(provider.name, _shown(provider, message))
 
 
-def event_json(data: bytes, state) -> object:
+def event_json(data: bytes, state: AdapterState) -> object:
     """An event's JSON value; None, counted on `state.malformed`, when it is not JSON or is null.
 
     Text that is not valid UTF-8 is decoded with U+FFFD in place of the bad bytes, as SSE decoding
@@ -226,7 +230,7 @@ def _repaired(data: bytes) -> object:
     return None  # valid text, not JSON
 
 
-def json_object(data: bytes, state) -> dict | None:
+def json_object(data: bytes, state: AdapterState) -> dict[str, Any] | None:
     """An event's JSON object; anything else is counted on `state.malformed` and skipped."""
     payload = event_json(data, state)
     if isinstance(payload, dict):
@@ -255,7 +259,7 @@ def _framing(provider: ProviderConfig, error: HttpProcessingError) -> str:
     return _shown(provider, str(error.message or type(error).__name__))[:120]
 
 
-def _broken_connection(provider: ProviderConfig, protocol) -> GatewayError:
+def _broken_connection(provider: ProviderConfig, protocol: ResponseHandler | None) -> GatewayError:
     """The connection closed under a body that had not ended: broken framing, or a plain reset."""
     cause = protocol.exception() if protocol is not None else None
     if isinstance(cause, HttpProcessingError):
@@ -273,25 +277,26 @@ class _ConnectionWatch:
 
     __slots__ = ("_protocol", "content", "provider")
 
-    def __init__(self, protocol, closed: asyncio.Future) -> None:
+    def __init__(self, protocol: ResponseHandler, closed: asyncio.Future[Any]) -> None:
         self._protocol = weakref.ref(protocol)  # weak: _WATCHES must not keep its own key alive
         self.content: aiohttp.StreamReader | None = None  # the body being read on it now
         self.provider: ProviderConfig | None = None
         closed.add_done_callback(self._on_closed)
 
     @property
-    def protocol(self):
+    def protocol(self) -> ResponseHandler | None:
         return self._protocol()
 
-    def _on_closed(self, closed: asyncio.Future) -> None:
+    def _on_closed(self, closed: asyncio.Future[Any]) -> None:
         if not closed.cancelled():
             closed.exception()  # retrieved: a pooled connection that dies is no error of anyone's
         content = self.content
         if content is not None and not content.is_eof() and content.exception() is None:
+            assert self.provider is not None  # set with content
             content.set_exception(_broken_connection(self.provider, self.protocol))
 
 
-_WATCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_WATCHES: weakref.WeakKeyDictionary[ResponseHandler, _ConnectionWatch] = weakref.WeakKeyDictionary()
 
 
 def _watch(response: aiohttp.ClientResponse, provider: ProviderConfig) -> _ConnectionWatch | None:
@@ -331,7 +336,7 @@ def _release_when_complete(response: aiohttp.ClientResponse, loop: asyncio.Abstr
 
 async def upstream_events(session: aiohttp.ClientSession, request: UpstreamRequest, provider: ProviderConfig,
                           ending: Ending | None, decoder: Decoder, content_type: str = "text/event-stream",
-                          error_hook: ErrorHook | None = None) -> AsyncIterator[Any]:
+                          error_hook: ErrorHook | None = None) -> AsyncGenerator[Any, None]:
     """The provider's events, cut by `decoder` from a body of `content_type`; an error answer is read by
     `error_hook` first. A consumer that stops once `ending.done` is set (the provider's end-of-stream
     event) does not wait for the connection to end: it is released or closed."""

@@ -13,9 +13,9 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.server import GatewayRunner
 from tests.fakes.upstream import FakeUpstream
+from tests.helpers import FAKE_KEY  # noqa: F401 - re-exported: test modules import it from here
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
-FAKE_KEY = "sk-test-GATEWAYSECRET0123456789abcdef"
 
 
 def recordings_dir() -> Path:

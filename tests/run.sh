@@ -1,7 +1,7 @@
 #!/bin/sh
 # The test command: sets up .venv with the test tools, installs the servers some tests start
 # (nginx, redis-server), the Chromium the browser tests drive and the Node.js the Vercel AI SDK and
-# React tests run when missing, and runs the whole suite. Extra arguments go to pytest.
+# React tests run when missing, type-checks gateway/ with mypy and runs the whole suite. Extra arguments go to pytest.
 set -eu
 cd "$(dirname "$0")/.."
 sh deploy/bootstrap.sh test
@@ -36,4 +36,6 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; 
         echo "redis-server is missing: the Redis limits tests need it (sudo apt-get install redis-server)" >&2
     fi
 fi
+# Types first: mypy reads its settings from setup.cfg ([mypy]: strict on gateway/); an error fails the run.
+.venv/bin/python -m mypy
 exec .venv/bin/python -m pytest -q "$@"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -13,14 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.helpers import BOUND
+
 ROOT = Path(__file__).resolve().parents[1]
-BOUND = 10  # seconds: a bound on waits so that a broken gateway fails the test instead of hanging it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.asynccontextmanager

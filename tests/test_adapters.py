@@ -20,7 +20,7 @@ from gateway.upstream import http_error as shared_http_error, json_object
 from gateway.validation import max_output_tokens, prompt_text
 from tests.conftest import FAKE_KEY
 from tests.fakes.upstream import Reply, split_at
-from tests.test_streaming import read_events
+from tests.helpers import read_events
 
 # ---------------------------------------------------------------------------------------------------
 # One id rule

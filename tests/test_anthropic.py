@@ -10,26 +10,14 @@ import pytest
 
 from tests.conftest import FAKE_KEY, recordings_dir
 from tests.fakes.upstream import Reply
-from tests.test_conformance import reassemble
-from tests.test_streaming import BOUND, read_events
+from tests.helpers import ANTHROPIC_TEXT_REPLY, BOUND, decode, read_events, reassemble
 
-TEXT_REPLY = (
-    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
-    b'"model":"claude-x","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":9,'
-    b'"output_tokens":1}}}\n\n'
-    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
-    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}\n\n'
-    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
-    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
-    b'"usage":{"output_tokens":2}}\n\n'
-    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-)
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
 
 
 async def sent_body(upstream, gateway, **request) -> dict:
-    upstream.stream(TEXT_REPLY)
+    upstream.stream(ANTHROPIC_TEXT_REPLY)
     body = {"model": "ant/claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}], **request}
     response = await gateway.post("/v2/chat/completions", json=body)
     assert response.status == 200, await response.text()
@@ -112,7 +100,7 @@ async def test_thinking_object_passes_as_is(upstream, gateway):
 
 
 async def test_completions_prompt_becomes_one_user_message(upstream, gateway):
-    upstream.stream(TEXT_REPLY)
+    upstream.stream(ANTHROPIC_TEXT_REPLY)
     response = await gateway.post("/v2/completions", json={"model": "ant/claude-haiku", "prompt": ["a", "b"]})
     answer = await response.json()
     assert answer["object"] == "text_completion" and answer["choices"][0]["text"] == "Hi"
@@ -256,8 +244,6 @@ async def test_anthropic_recording_replays_through_gateway(name, upstream, gatew
         return
     raw = await asyncio.wait_for(read_events(response), BOUND)
     assert raw[-1] == b"data: [DONE]"
-    from tests.test_conformance import decode
-
     got = reassemble(decode(b"\n\n".join(raw)))
     choice = got["choices"][0]
     assert choice["content"] == want["text"]

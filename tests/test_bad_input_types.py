@@ -1,9 +1,9 @@
 """Wrong-typed values at every field a provider adapter reads, through the real app, to each kind of provider.
 
 One gateway in front of three loopback fakes (an OpenAI-compatible, an Anthropic and a Gemini provider,
-each answering in its own wire format) and the demo model. Each base body below is accepted by every one
+each answering in its own gemini_wire format) and the demo model. Each base body below is accepted by every one
 of them; hypothesis then puts a value of a wrong JSON type (or nothing, for a required field) at one of
-the fields a converter reads and sends the body to each provider: the answer must be a 4xx in OpenAI's
+the fields a converter reads and sends the body to each provider: the gemini_answer must be a 4xx in OpenAI's
 error shape naming that field, never a 5xx and never a 200.
 """
 
@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 from gateway.app import create_app
 from gateway.config import parse_config
 from tests.fakes.upstream import FakeUpstream, Reply, chat_chunk, sse
-from tests.test_anthropic import TEXT_REPLY
-from tests.test_gemini import OK_STREAM
+from tests.helpers import ANTHROPIC_TEXT_REPLY, GEMINI_OK_STREAM
 
 BOUND = 10  # seconds: a hang-guard on each request, never an assertion on time
 MODELS = ("up/gpt-4o-mini", "ant/claude-x", "gem/gemini-2.5-flash", "demo/echo")
@@ -245,7 +244,7 @@ class LiveGateway:
 
     async def _start(self) -> None:
         urls = []
-        for steps in (OPENAI_STREAM, TEXT_REPLY, OK_STREAM):
+        for steps in (OPENAI_STREAM, ANTHROPIC_TEXT_REPLY, GEMINI_OK_STREAM):
             fake = FakeUpstream()
             fake.default = Reply(steps=[steps])
             urls.append(await self._serve(fake.app))

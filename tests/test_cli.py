@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +14,8 @@ import orjson
 import pytest
 
 from gateway import __version__
+from tests.helpers import free_port
+from tests.helpers import start_serve as _start, stop_serve as _stop, wait_healthy as _wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 60  # hang guard for a process that should answer in well under a second
@@ -34,12 +34,6 @@ def _env() -> dict[str, str]:
     env.pop("SURELY_UNSET_VAR_CLI", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------- check
@@ -151,22 +145,6 @@ def _serve_config(host: str, port: int) -> str:
             "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n")
 
 
-async def _wait_healthy(process: subprocess.Popen, url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(WAIT * 10):
-            if process.poll() is not None:
-                pytest.fail(f"gateway serve exited early with {process.returncode}: {process.stderr.read()}")
-            try:
-                async with session.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        assert await response.json() == {"status": "ok"}
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail("gateway serve never answered /healthz")
-
-
 async def _stream_chat(url: str) -> bytes:
     body = {"model": "demo/echo", "stream": True, "messages": [{"role": "user", "content": "hi there"}]}
     async with aiohttp.ClientSession() as session:
@@ -174,22 +152,6 @@ async def _stream_chat(url: str) -> bytes:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/event-stream")
             return await response.read()
-
-
-def _stop(process: subprocess.Popen) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = process.communicate(timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail("gateway serve did not stop on SIGTERM")
-    return process.returncode, stderr
-
-
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gateway", "serve", *args], cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 async def test_serve_streams_and_stops_cleanly(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.sse import SSEDecoder
 from tests.conftest import recordings_dir
-from tests.test_streaming import BOUND, read_events
+from tests.helpers import BOUND, decode, read_events, reassemble
 
 KINDS = ("openai", "openai-compatible")
 
@@ -35,64 +35,6 @@ def wire_bytes(name: str) -> bytes:
     # JSONL recordings kept only the payloads: put back OpenAI's framing and its [DONE]
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     return b"".join(b"data: " + line + b"\n\n" for line in lines) + b"data: [DONE]\n\n"
-
-
-def _text(value) -> tuple[str, str]:
-    if isinstance(value, str):
-        return value, ""
-    text, reasoning = "", ""
-    for part in value or ():
-        if part.get("type") == "text":
-            text += part.get("text", "")
-        elif part.get("type") == "thinking":
-            reasoning += "".join(p.get("text", "") for p in part.get("thinking", ()))
-    return text, reasoning
-
-
-def reassemble(events: list[tuple[str | None, dict | None]], text_completion: bool = False) -> dict:
-    """What a careful client would make of a stream: per choice text, reasoning, tools, finish; usage; error."""
-    out: dict = {"choices": {}, "usage": None, "error": None}
-    for event, chunk in events:
-        if chunk is None:
-            continue
-        if event == "error" or chunk.get("error"):
-            out["error"] = out["error"] or chunk.get("error")
-            continue
-        usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
-        if usage:
-            out["usage"] = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
-        for choice in chunk.get("choices") or ():
-            slot = out["choices"].setdefault(choice.get("index", 0), {
-                "content": "", "reasoning": "", "refusal": "", "tools": {}, "finish": None})
-            if text_completion:
-                slot["content"] += choice.get("text") or ""
-            delta = choice.get("delta") or {}
-            text, thinking = _text(delta.get("content"))
-            slot["content"] += text
-            slot["reasoning"] += delta.get("reasoning_content") or delta.get("reasoning") or thinking
-            slot["refusal"] += delta.get("refusal") or ""
-            for call in delta.get("tool_calls") or ():
-                key = call.get("index")
-                tool = slot["tools"].setdefault(key, {"name": "", "arguments": ""})
-                tool["name"] += (call.get("function") or {}).get("name") or ""
-                tool["arguments"] += (call.get("function") or {}).get("arguments") or ""
-            if choice.get("finish_reason") and slot["finish"] is None:
-                slot["finish"] = choice["finish_reason"]
-    for slot in out["choices"].values():
-        slot["tools"] = [slot["tools"][k] for k in slot["tools"]]  # order of appearance, indexes aside
-    return out
-
-
-def decode(body: bytes) -> list[tuple[str | None, dict | None]]:
-    decoded = []
-    for event in SSEDecoder().feed(body + b"\n\n"):
-        if event.data == b"[DONE]":
-            continue
-        try:
-            decoded.append((event.event, orjson.loads(event.data)))
-        except orjson.JSONDecodeError:
-            decoded.append((event.event, None))
-    return decoded
 
 
 @pytest.mark.parametrize("name", _recordings())

@@ -10,8 +10,7 @@ import pytest
 
 from gateway.providers.demo import MAX_PIECES
 from gateway.validation import MAX_NESTING
-from tests.test_gemini import OK_STREAM
-from tests.test_streaming import BOUND
+from tests.helpers import BOUND, GEMINI_OK_STREAM
 
 QUESTION = [{"role": "user", "content": "weather in Oslo"}]
 
@@ -56,7 +55,7 @@ async def test_demo_ignores_schema_keywords_of_the_wrong_type(gateway, parameter
 
 async def test_demo_answer_is_at_most_max_pieces_long(gateway):
     """Arguments grow with the schema, and every piece is sent to each of n choices: a real model's
-    answer has a maximum length, and so has the demo's."""
+    gemini_answer has a maximum length, and so has the demo's."""
     parameters = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(2000)}}
     choice = await demo_call(gateway, parameters)
     assert choice["finish_reason"] == "length"
@@ -86,7 +85,7 @@ async def test_gemini_tool_result_nested_too_deep_goes_as_text(gateway, upstream
     result = deep_object(300)
     messages = [*QUESTION, {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
         "name": "f", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": "c1", "content": result}]
-    upstream.stream(OK_STREAM)
+    upstream.stream(GEMINI_OK_STREAM)
     response = await gateway.post("/v1/chat/completions", json={"model": "gem/gemini-2.5-flash",
                                                                 "messages": messages})
     assert response.status == 200, await response.text()

@@ -27,6 +27,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from tests.helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "deploy" / "nginx" / "gateway.conf"
 UNITS = ROOT / "deploy" / "systemd"
@@ -44,12 +46,6 @@ def nginx_binary() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 INSTANCE_PORTS = (8080, 8081)  # the upstream's servers as shipped

@@ -14,8 +14,7 @@ import pytest
 
 from tests.fakes.upstream import RESET, Reply, Wait, chat_chunk, sse
 from tests.node_examples import installed_node
-from tests.test_examples_python import CLIENT_KEY, KEYS, cut_inside_characters
-from tests.test_upstream_errors import JSON, error_body
+from tests.helpers import EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, cut_inside_characters, error_body
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NODE_EXAMPLES = EXAMPLES / "node"
@@ -95,11 +94,11 @@ async def test_vercel_ai_example_answers_help_with_its_usage():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 async def test_every_example_sends_the_key_from_gateway_api_key_or_api_key(script, node, make_gateway):
-    gateway = await make_gateway(extra=KEYS)
-    from_env = await run(node, script, *via(gateway), env={"GATEWAY_API_KEY": CLIENT_KEY})
+    gateway = await make_gateway(extra=EXAMPLES_KEYS)
+    from_env = await run(node, script, *via(gateway), env={"GATEWAY_API_KEY": EXAMPLES_CLIENT_KEY})
     assert from_env.code == 0, from_env.err
     # --api-key wins over the variable: a refusal proves the option's key was the one sent
-    refused = await run(node, script, *via(gateway), "--api-key", "wrong", env={"GATEWAY_API_KEY": CLIENT_KEY})
+    refused = await run(node, script, *via(gateway), "--api-key", "wrong", env={"GATEWAY_API_KEY": EXAMPLES_CLIENT_KEY})
     assert refused.code == 1 and "401" in refused.err and "Incorrect API key" in refused.err
 
 

@@ -4,7 +4,6 @@ on the demo provider, and against the fake upstream for the faults each one is a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import importlib.util
 import os
 import re
@@ -15,9 +14,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.fakes.upstream import HANG, RESET, Reply, Sleep, Wait, chat_chunk, sse
-from tests.serving import free_port, served
-from tests.test_upstream_errors import JSON, error_body
+from tests.fakes.upstream import HANG, RESET, Reply, Wait, chat_chunk, sse
+from tests.serving import served
+from tests.helpers import EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, cut_inside_characters, error_body, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "python"
 GOLDEN = Path(__file__).parent / "golden"
@@ -66,21 +65,6 @@ def content(*texts: str) -> list[bytes]:
 
 
 FINISH = sse(chat_chunk({}, "stop"))
-PACE = 0.05  # seconds between writes that must reach the client as separate reads (pacing, not a check)
-
-
-def cut_inside_characters(data: bytes) -> list:
-    """The fake's steps for `data` written in pieces that end inside each multi-byte UTF-8 character, each
-    piece given time to arrive on its own, so that the client reads characters in halves."""
-    steps: list = []
-    start = 0
-    for position, byte in enumerate(data):
-        if byte >= 0xC0:  # the first byte of a multi-byte character: cut just after it
-            steps += [data[start:position + 1], Sleep(PACE)]
-            start = position + 1
-    return steps + [data[start:]]
-
-
 async def test_every_example_answers_help_with_its_usage():
     assert len(SCRIPTS) == 5
     results = await asyncio.gather(*(run(script, "--help") for script in SCRIPTS))
@@ -90,17 +74,13 @@ async def test_every_example_answers_help_with_its_usage():
         assert all(option in result.out for option in ("--base-url", "--model", "--api-key")), script
 
 
-CLIENT_KEY = "gw-example-key-0123456789"
-KEYS = f"keys:\n  - {{id: examples, sha256: {hashlib.sha256(CLIENT_KEY.encode()).hexdigest()}}}\n"
-
-
 @pytest.mark.parametrize("script", SCRIPTS)
 async def test_every_example_sends_the_key_from_gateway_api_key_or_api_key(script, make_gateway):
-    gateway = await make_gateway(extra=KEYS)
-    from_env = await run(script, *via(gateway), env={"GATEWAY_API_KEY": CLIENT_KEY})
+    gateway = await make_gateway(extra=EXAMPLES_KEYS)
+    from_env = await run(script, *via(gateway), env={"GATEWAY_API_KEY": EXAMPLES_CLIENT_KEY})
     assert from_env.code == 0, from_env.err
     # --api-key wins over the variable: a refusal proves the option's key was the one sent
-    refused = await run(script, *via(gateway), "--api-key", "wrong", env={"GATEWAY_API_KEY": CLIENT_KEY})
+    refused = await run(script, *via(gateway), "--api-key", "wrong", env={"GATEWAY_API_KEY": EXAMPLES_CLIENT_KEY})
     assert refused.code == 1 and "401" in refused.err and "Incorrect API key" in refused.err
 
 

@@ -15,9 +15,7 @@ from gateway.config import RetryPolicy
 from gateway.errors import GatewayError
 from gateway.failover import RetryDecision, backoff, retry_after, should_retry
 from tests.fakes.upstream import HANG, RESET, Reply, chat_chunk, sse
-from tests.test_anthropic import TEXT_REPLY
-from tests.test_streaming import CHAT, ROLE, read_events
-from tests.test_upstream_errors import JSON, assert_openai_error, error_body
+from tests.helpers import ANTHROPIC_TEXT_REPLY, CHAT, JSON, ROLE, assert_openai_error, error_body, read_events
 
 QUICK_RETRIES = "retry: {attempts: 3, backoff_initial: 0, backoff_max: 0, retry_after_max: 1}\n    health: {max_failures: 0}"
 ROUTES = "  both: [ant/claude-x, up/gpt-4o-mini]\n  solo: [up/gpt-4o-mini]"
@@ -105,9 +103,9 @@ async def test_fallback_answers_when_the_first_target_fails_past_its_retries(ups
 
 
 async def test_anthropic_overloaded_after_message_start_is_retried(upstream, resilient):
-    start, _, rest = TEXT_REPLY.partition(b"event: content_block_start")
+    start, _, rest = ANTHROPIC_TEXT_REPLY.partition(b"event: content_block_start")
     overloaded = start + b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"x"}}\n\n'
-    upstream.queue(Reply(steps=[overloaded]), Reply(steps=[TEXT_REPLY]))
+    upstream.queue(Reply(steps=[overloaded]), Reply(steps=[ANTHROPIC_TEXT_REPLY]))
     response = await stream(resilient, model="ant/claude-x", stream=False)
     assert response.status == 200, await response.text()
     assert (await response.json())["choices"][0]["message"]["content"] == "Hi"

@@ -16,8 +16,7 @@ import orjson
 import pytest
 
 from tests.fakes.upstream import HANG, RESET, Reply, chat_chunk, sse
-from tests.test_streaming import BOUND, CHAT, ROLE, gateway_tasks, read_events, settle
-from tests.test_upstream_errors import JSON, assert_openai_error, error_body
+from tests.helpers import (BOUND, CHAT, JSON, ROLE, assert_nothing_left, assert_openai_error, error_body, read_events, text_of)
 
 RETRIES = "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0, retry_after_max: 1}\n    health: {max_failures: 0}"
 TIMEOUTS = "{connect: 1, first_byte: 0.4, idle: 0.4, total: 30}"
@@ -39,29 +38,8 @@ async def gateway(make_gateway):
                               extra_routes="  fallback: [down/m, up/gpt-4o-mini]")
 
 
-async def assert_nothing_left(gateway, upstream) -> None:
-    """No reply still running on the fake, no connection held by the gateway, no gateway task alive."""
-    async with asyncio.timeout(BOUND):
-        while True:
-            runtime = (await (await gateway.get("/healthz?verbose=1")).json())["runtime"]
-            if upstream.active == 0 and runtime["in_flight"] == 0 and runtime["upstream_connections"] == 0:
-                break
-            await asyncio.sleep(0.02)
-    await settle()
-    assert gateway_tasks() == []
-
-
 def error_of(event: bytes) -> dict:
     return orjson.loads(event.removeprefix(b"data: "))["error"]
-
-
-def text_of(events: list[bytes]) -> str:
-    text = ""
-    for event in events:
-        if event.startswith(b"data: {") and b'"choices"' in event:
-            for choice in orjson.loads(event[6:])["choices"]:
-                text += choice["delta"].get("content") or ""
-    return text
 
 
 @dataclass

@@ -4,7 +4,6 @@ errors come back, the OpenAI SDK on top of it, and every Gemini recording replay
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import openai
@@ -18,9 +17,7 @@ from gateway.providers import gemini_schema
 from gateway.sse import SSEDecoder
 from tests.conftest import FAKE_KEY, recordings_dir
 from tests.fakes.upstream import Reply
-from tests.test_conformance import decode, reassemble
-from tests.test_openai_sdk import STRICT_TOOLS
-from tests.test_streaming import BOUND, read_events
+from tests.helpers import (BOUND, GEMINI_OK_STREAM, STRICT_TOOLS, decode, gemini_answer, gemini_wire, read_events, reassemble)
 
 GOLDEN = Path(__file__).parent / "golden" / "gemini"
 JSON = {"Content-Type": "application/json"}
@@ -28,27 +25,9 @@ MODEL = "gem/gemini-2.5-flash"
 URL_PATH = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
 
 
-def wire(*payloads: object) -> bytes:
-    """Gemini's framing: compact JSON with a space after each colon, CRLF CRLF, no [DONE]."""
-    return b"".join(b"data: " + json.dumps(p, separators=(",", ": "), ensure_ascii=False).encode() + b"\r\n\r\n"
-                    for p in payloads)
-
-
-def answer(*parts: dict, finish: str | None = "STOP", index: int | None = 0, **extra) -> dict:
-    candidate: dict = {"content": {"parts": list(parts), "role": "model"}}
-    if finish:
-        candidate["finishReason"] = finish
-    if index is not None:
-        candidate["index"] = index
-    return {"candidates": [candidate], "modelVersion": "gemini-2.5-flash", "responseId": "resp1", **extra}
-
-
-OK_STREAM = wire(answer({"text": "ok"}))
-
-
 async def sent(gateway, upstream, request: dict, path: str = "/v2/chat/completions"):
     """What the fake Gemini received for one client request (answered with a plain "ok")."""
-    upstream.stream(OK_STREAM)
+    upstream.stream(GEMINI_OK_STREAM)
     response = await gateway.post(path, json={"model": MODEL, "stream": True, **request})
     assert response.status == 200, await response.text()
     await response.read()
@@ -186,7 +165,7 @@ async def test_generation_config_mapping(gateway, upstream):
 async def test_single_stop_string_and_json_schema_response_format(gateway, upstream):
     received = await sent(gateway, upstream, {
         "messages": [{"role": "user", "content": "hi"}], "stop": "END",
-        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "gemini_answer", "strict": True, "schema": {
             "type": "object", "additionalProperties": False, "required": ["city"],
             "properties": {"city": {"type": "string", "title": "City"}}}}}})
     assert received.body["generationConfig"] == {
@@ -448,7 +427,7 @@ async def test_tool_choice_variants(gateway, upstream, tool_choice, config, decl
 
 
 async def test_malformed_function_call_before_content_is_a_502(gateway, upstream):
-    upstream.stream(wire(answer(finish="MALFORMED_FUNCTION_CALL")))
+    upstream.stream(gemini_wire(gemini_answer(finish="MALFORMED_FUNCTION_CALL")))
     response = await gateway.post("/v2/chat/completions", json={
         "model": MODEL, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     assert response.status == 502
@@ -533,7 +512,7 @@ async def test_sdk_round_trip_sends_the_thought_signature_back(upstream, sdk):
         completion = await stream.get_final_completion()
     message = completion.choices[0].message
     call = message.tool_calls[0]
-    upstream.stream(wire(answer({"text": "12 degrees in Oslo."})))
+    upstream.stream(gemini_wire(gemini_answer({"text": "12 degrees in Oslo."})))
     follow_up = await sdk.chat.completions.create(model="gem/gemini-3-pro-preview", tools=STRICT_TOOLS[:1], messages=[
         *messages, message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 12}'}])

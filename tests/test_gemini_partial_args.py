@@ -10,23 +10,23 @@ from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
 from gateway.providers.gemini_partial_args import PendingCall, add_partial_arg, json_path
-from tests.test_gemini_stream import _parse, _state, answer
+from tests.helpers import gemini_answer, gemini_parse, gemini_state
 
 
 def test_vertex_partial_args_are_assembled_into_one_call():
     """Vertex's streamFunctionCallArguments: pieces by JSON path, emitted whole when the call is complete."""
-    state = _state()
-    chunks = _parse(
+    state = gemini_state()
+    chunks = gemini_parse(
         state,
-        answer({"functionCall": {"name": "plan", "willContinue": True}, "thoughtSignature": "S1"}, finish=None),
-        answer({"functionCall": {"willContinue": True, "partialArgs": [
+        gemini_answer({"functionCall": {"name": "plan", "willContinue": True}, "thoughtSignature": "S1"}, finish=None),
+        gemini_answer({"functionCall": {"willContinue": True, "partialArgs": [
             {"jsonPath": "$.trip.stops[1]", "stringValue": "Ber", "willContinue": True},
             {"jsonPath": "$.trip.stops[1]", "stringValue": "gen"},
             {"jsonPath": "$.trip.stops[0]", "stringValue": "Oslo"},
             {"jsonPath": "$['max days']", "numberValue": 3},
             {"jsonPath": "$.train", "boolValue": True},
             {"jsonPath": "$.budget", "nullValue": "NULL_VALUE"}]}}, finish=None),
-        answer({"functionCall": {}}),
+        gemini_answer({"functionCall": {}}),
     )
     calls = [call for c in chunks for choice in c["choices"] for call in choice["delta"].get("tool_calls", ())]
     assert len(calls) == 1
@@ -40,10 +40,10 @@ def test_vertex_partial_args_are_assembled_into_one_call():
 @pytest.mark.parametrize("piece", [{"jsonPath": "a.b", "stringValue": "x"}, {"jsonPath": "$.a"},
                                    {"jsonPath": "$..a", "stringValue": "x"}])
 def test_unusable_partial_args_fail_instead_of_guessing(piece):
-    state = _state()
-    _parse(state, answer({"functionCall": {"name": "f", "willContinue": True}}, finish=None))
+    state = gemini_state()
+    gemini_parse(state, gemini_answer({"functionCall": {"name": "f", "willContinue": True}}, finish=None))
     with pytest.raises(GatewayError) as info:
-        _parse(state, answer({"functionCall": {"partialArgs": [piece], "willContinue": True}}, finish=None))
+        gemini_parse(state, gemini_answer({"functionCall": {"partialArgs": [piece], "willContinue": True}}, finish=None))
     assert info.value.code == "upstream_bad_stream"
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 import sys
@@ -17,15 +16,12 @@ from hypothesis import strategies as st
 from gateway.auth import KeyTable
 from gateway.config import ClientKey, ConfigError, is_loopback, parse_config
 from tests.fakes.upstream import Reply, chat_chunk, sse
+from tests.helpers import bearer, digest, free_port, start_serve, stop_serve, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_A = "gwk-team-a-0123456789abcdefSECRET"
 KEY_B = "gwk-team-b-fedcba9876543210SECRET"
 OTHER = "gwk-not-a-configured-key-SECRET99"
-
-
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 KEYS = f"""
@@ -44,10 +40,6 @@ USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 def answer(upstream) -> None:
     upstream.stream(sse(ROLE, chat_chunk({"content": "Hi"}), chat_chunk({}, "stop"),
                         chat_chunk(choices=[], usage=USAGE)))
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture
@@ -437,15 +429,13 @@ def test_serve_refuses_a_keyless_host_flag(tmp_path):
 
 
 async def test_serve_warns_when_open_on_another_address(tmp_path):
-    from tests.test_cli import _start, _stop, _wait_healthy, free_port
-
     port = free_port()
     path = tmp_path / "open.yaml"
     path.write_text(f"auth: none\nserver: {{host: 0.0.0.0, port: {port}, shutdown_grace: 2}}\n{PROVIDERS}")
-    process = _start("--config", str(path))
+    process = start_serve("--config", str(path))
     try:
-        await _wait_healthy(process, f"http://127.0.0.1:{port}")
+        await wait_healthy(process, f"http://127.0.0.1:{port}")
     finally:
-        code, stderr = _stop(process) if process.poll() is None else (process.returncode, process.stderr.read())
+        code, stderr = stop_serve(process) if process.poll() is None else (process.returncode, process.stderr.read())
     assert code == 0, stderr
     assert "WARNING gateway: auth: none: serving 0.0.0.0 without client keys" in stderr

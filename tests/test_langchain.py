@@ -16,8 +16,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 from tests.fakes.upstream import Reply
-from tests.test_upstream_errors import JSON, error_body
-from tests.test_vercel_ai_sdk import anthropic_follow_up, gemini_follow_up, openai_follow_up
+from tests.helpers import JSON, anthropic_follow_up, error_body, gemini_follow_up, openai_follow_up
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -4,7 +4,6 @@ estimates corrected by real usage, and a stream slot given back on every way a s
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import orjson
 import pytest
@@ -19,15 +18,12 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Chain
 from gateway.pipeline.ratelimit import DEFAULT_COMPLETION_TOKENS, estimate_tokens, used_tokens
 from tests.fakes.upstream import HANG, RESET, Reply, Wait, chat_chunk, sse
+from tests.helpers import bearer, digest
 
 BOUND = 10
 RATED = "gwk-rated-0123456789abcdef"
 TOKENS = "gwk-tokens-0123456789abcdef"
 SOLO = "gwk-solo-0123456789abcdef"
-
-
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 KEYS = f"""
@@ -53,10 +49,6 @@ def usage(total: int) -> dict:
 
 def answer(upstream, total: int = 7) -> None:
     upstream.stream(sse(ROLE, chat_chunk({"content": "Hi"}), chat_chunk({}, "stop"), usage(total)))
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture

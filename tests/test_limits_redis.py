@@ -4,7 +4,6 @@ budget, slots that expire when their instance dies, and the on_backend_error pol
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import shutil
@@ -24,7 +23,8 @@ from gateway.limits.redis_backend import RedisLimits
 from gateway.metrics import Metrics
 from tests.conftest import gateway_yaml
 from tests.fakes.upstream import HANG, FakeUpstream, Reply, Wait, chat_chunk, sse
-from tests.serving import free_port, served
+from tests.serving import served
+from tests.helpers import bearer, digest, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 10
@@ -36,10 +36,6 @@ STREAM = {**CHAT, "stream": True}
 ROLE = chat_chunk({"role": "assistant", "content": ""})
 
 
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def keys_yaml(url: str, on_error: str = "open") -> str:
     return f"""
 keys:
@@ -47,10 +43,6 @@ keys:
   - {{id: rated, sha256: {digest(RATED)}, limits: {{requests_per_minute: 3, tokens_per_minute: 100000}}}}
 limits: {{backend: redis, url: "{url}", on_backend_error: {on_error}}}
 """
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def answer(upstream, total: int = 7) -> None:

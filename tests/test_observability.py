@@ -21,8 +21,8 @@ from gateway.config import ConfigError, parse_config
 from gateway.logsetup import JsonFormatter, formatter
 from tests.conftest import FAKE_KEY, GatewayTestServer, gateway_yaml
 from tests.fakes.upstream import Reply, Wait, chat_chunk, sse
-from tests.serving import BOUND, free_port, served
-from tests.test_upstream_errors import JSON, error_body
+from tests.serving import served
+from tests.helpers import BOUND, JSON, bearer, error_body, exchange, free_port, post
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 KEY = "gwk-observe-0123456789abcdefSECRET"
@@ -46,10 +46,6 @@ USAGE = chat_chunk(choices=[], usage={"prompt_tokens": 5, "completion_tokens": 7
 ANSWER = sse(ROLE, chat_chunk({"content": "Hello"}), chat_chunk({}, "stop"), USAGE)
 CHAT = {"model": "up/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -241,8 +237,6 @@ async def test_every_refusal_gets_one_access_line(make_gateway, caplog, method, 
 
 
 async def test_expect_refusal_before_the_middlewares_gets_its_access_line(make_gateway, caplog):
-    from tests.test_server_boundary import exchange, post
-
     gateway = await make_gateway(extra=KEYS)
     caplog.set_level(logging.INFO)
     status, _, _ = await exchange(gateway.server.port, post(b"{}", "Expect: 100-continue", key="gwk-wrong-00000000"))

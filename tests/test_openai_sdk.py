@@ -9,16 +9,9 @@ import orjson
 import pytest
 
 from tests.fakes.upstream import chat_chunk, sse
-from tests.test_streaming import CHAT, ROLE
+from tests.helpers import CHAT, ROLE, STRICT_TOOLS
 
 GOLDEN = Path(__file__).parent / "golden" / "openai"
-STRICT_TOOLS = [
-    {"type": "function", "function": {"name": name, "strict": True, "parameters": {
-        "type": "object", "properties": {arg: {"type": "string"}}, "required": [arg], "additionalProperties": False}}}
-    for name, arg in (("get_weather", "city"), ("get_time", "tz"))
-]
-
-
 @pytest.fixture
 def sdk(gateway):
     return openai.AsyncOpenAI(base_url=str(gateway.make_url("/v1")), api_key="unused-by-the-gateway", max_retries=0)

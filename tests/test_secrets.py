@@ -18,7 +18,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.redaction import CONFIGURED, REDACTED, configured_secrets, redact, redact_configured, redact_log, \
     url_secrets
-from tests.test_keys import digest
+from tests.helpers import digest
 
 PROVIDER_KEY = "plainkey-PROVIDERSECRET-0001"  # not shaped like any known key: only configuration finds it
 HEADER_SECRET = "hdrsecret-APIKEYHEADER-0002"  # in an `api-key:` header, read from the environment

@@ -18,49 +18,17 @@ from hypothesis import given, settings, strategies as st
 
 from gateway.config import ConfigError, parse_config
 from tests.fakes.upstream import chat_chunk, sse
-from tests.serving import BOUND, free_port, served
+from tests.serving import served
+from tests.helpers import BOUND, BOUNDARY_KEY, connect, exchange, free_port, post, read_response
 
-KEY = "gwk-boundary-0123456789abcdefSECRET"
 KEYS = f"""
 keys:
   - id: team
-    sha256: {hashlib.sha256(KEY.encode()).hexdigest()}
+    sha256: {hashlib.sha256(BOUNDARY_KEY.encode()).hexdigest()}
 """
 CHAT = {"model": "demo/echo", "messages": [{"role": "user", "content": "hello boundary"}]}
 RAW_CHAT = orjson.dumps(CHAT)
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def post(body: bytes, *headers: str, length: int | None = None, key: str | None = KEY) -> bytes:
-    """A raw POST /v1/chat/completions with `body` and the given extra header lines."""
-    lines = ["POST /v1/chat/completions HTTP/1.1", "Host: gateway", "Content-Type: application/json",
-             f"Content-Length: {len(body) if length is None else length}", *headers]
-    if key:
-        lines.append(f"Authorization: Bearer {key}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", port)
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP response with a Content-Length; a hang guard bounds the wait."""
-    async with asyncio.timeout(BOUND):
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        status_line, *header_lines = head.strip().split("\r\n")
-        headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)}
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(status_line.split()[1]), headers, body
-
-
-async def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await connect(port)
-    try:
-        writer.write(data)
-        return await read_response(reader)
-    finally:
-        writer.close()
 
 
 def openai_error(status: int, headers: dict[str, str], body: bytes) -> dict:
@@ -127,7 +95,7 @@ async def test_401_is_sent_before_the_body_arrives(keyed):
 
 
 async def test_expect_100_continue_is_answered_only_after_the_key_is_checked(keyed):
-    for key, first in (("gwk-wrong-key-0000000000000000", 401), (KEY, 100)):
+    for key, first in (("gwk-wrong-key-0000000000000000", 401), (BOUNDARY_KEY, 100)):
         reader, writer = await connect(keyed.server.port)
         try:  # the headers alone, as a client that waits for "100 Continue" before its body sends them
             writer.write(post(b"", "Expect: 100-continue", length=len(RAW_CHAT), key=key))
@@ -299,13 +267,13 @@ async def test_idle_keep_alive_connection_is_not_cut_by_request_timeout(make_gat
 
 async def test_bad_byte_in_authorization_line_keeps_the_key_out_of_logs_and_answer(keyed, caplog):
     caplog.set_level(logging.DEBUG)
-    raw = f"GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {KEY}\x01\r\n\r\n".encode()
+    raw = f"GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {BOUNDARY_KEY}\x01\r\n\r\n".encode()
     status, headers, body = await exchange(keyed.server.port, raw)
     assert status == 400
     error = openai_error(status, headers, body)
     assert error["code"] == "malformed_request"
-    assert KEY not in body.decode() and "SECRET" not in body.decode()
-    assert KEY not in caplog.text and "SECRET" not in caplog.text
+    assert BOUNDARY_KEY not in body.decode() and "SECRET" not in body.decode()
+    assert BOUNDARY_KEY not in caplog.text and "SECRET" not in caplog.text
     assert "Traceback" not in caplog.text
     records = [r for r in caplog.records if "malformed HTTP request" in r.getMessage()]
     assert len(records) == 1
@@ -346,7 +314,7 @@ async def test_gateway_serve_applies_the_same_boundary(tmp_path):
         finally:
             trickle.cancel()
             writer.close()
-        bad = await exchange(port, f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {KEY}\x01\r\n\r\n".encode())
+        bad = await exchange(port, f"GET /v1/models HTTP/1.1\r\nAuthorization: Bearer {BOUNDARY_KEY}\x01\r\n\r\n".encode())
         inflated = await exchange(port, post(gzip.compress(RAW_CHAT), "Content-Encoding: gzip"))
         gateway.terminate()
         assert gateway.wait(BOUND) == 0

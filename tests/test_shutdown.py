@@ -9,7 +9,8 @@ import aiohttp
 import orjson
 
 from tests.fakes.upstream import HANG, FakeUpstream, Reply, chat_chunk, sse
-from tests.serving import BOUND, free_port, served
+from tests.serving import served
+from tests.helpers import BOUND, free_port
 
 
 async def test_sigterm_past_the_grace_ends_streams_with_an_error_event(aiohttp_server, tmp_path):

@@ -16,10 +16,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from tests.conftest import gateway_yaml
 from tests.fakes.upstream import HANG, RawUpstream, Reply, chat_chunk, chunked, raw_head, sse
-from tests.test_anthropic import TEXT_REPLY
-from tests.test_faults import assert_nothing_left
-from tests.test_streaming import BOUND, ROLE, read_events
-from tests.test_upstream_errors import assert_openai_error
+from tests.helpers import ANTHROPIC_TEXT_REPLY, BOUND, ROLE, assert_nothing_left, assert_openai_error, read_events
 
 RETRIES = "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\n    health: {max_failures: 0}"
 TIMEOUTS = "{connect: 1, first_byte: 0.5, idle: 0.5, total: 30}"
@@ -36,7 +33,7 @@ GEMINI_ANSWER = (
 # model, a complete answer in the provider's wire format (its end-of-stream event last), the usage it reports
 COMPLETE = {
     "openai": ("up/gpt-4o-mini", OPENAI_ANSWER, USAGE),
-    "anthropic": ("ant/claude-x", TEXT_REPLY, USAGE),
+    "anthropic": ("ant/claude-x", ANTHROPIC_TEXT_REPLY, USAGE),
     "gemini": ("gem/gemini-2.5-flash", GEMINI_ANSWER, USAGE),
 }
 

@@ -16,9 +16,7 @@ from gateway.sse import SSEDecoder
 from gateway.upstream import event_json
 from tests.conftest import gateway_yaml
 from tests.fakes.upstream import FakeUpstream, Reply, Sleep, chat_chunk, sse
-from tests.test_faults import assert_nothing_left, text_of
-from tests.test_streaming import BOUND, CHAT, ROLE, read_events
-from tests.test_upstream_errors import JSON, assert_openai_error
+from tests.helpers import BOUND, CHAT, JSON, ROLE, assert_nothing_left, assert_openai_error, read_events, text_of
 
 RETRIES = "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0}\n    health: {max_failures: 0}"
 

@@ -10,22 +10,7 @@ import pytest
 
 from tests.conftest import FAKE_KEY
 from tests.fakes.upstream import HANG, Reply, Wait, chat_chunk, sse
-
-CHAT = {"model": "up/gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-ROLE = chat_chunk({"role": "assistant", "content": ""})
-BOUND = 10  # seconds: a bound on waits so that a broken gateway fails the test instead of hanging it
-
-
-async def read_events(response) -> list[bytes]:
-    """The raw SSE events (data and comments) of a response, in order."""
-    events, buffer = [], b""
-    async for data in response.content.iter_any():
-        buffer += data
-        while b"\n\n" in buffer:
-            event, buffer = buffer.split(b"\n\n", 1)
-            events.append(event)
-    return events
-
+from tests.helpers import BOUND, CHAT, ROLE, gateway_tasks, read_events, settle
 
 async def next_event(response, buffer: bytearray) -> bytes:
     while b"\n\n" not in buffer:
@@ -35,17 +20,6 @@ async def next_event(response, buffer: bytearray) -> bytes:
     event, _, rest = bytes(buffer).partition(b"\n\n")
     buffer[:] = rest
     return event
-
-
-def gateway_tasks() -> list[asyncio.Task]:
-    """Tasks still running gateway code (the test's own task aside)."""
-    current = asyncio.current_task()
-    return [t for t in asyncio.all_tasks() if t is not current and "gateway" in repr(t.get_coro())]
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0.01)
 
 
 async def test_client_disconnect_closes_upstream_at_once(upstream, gateway):

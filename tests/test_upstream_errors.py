@@ -13,21 +13,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from tests.conftest import FAKE_KEY, gateway_yaml
 from tests.fakes.upstream import HANG, RESET, Reply, chat_chunk, sse
-from tests.test_streaming import BOUND, CHAT, ROLE, read_events
-
-JSON = {"Content-Type": "application/json"}
-
-
-def error_body(message: str, type_: str = "invalid_request_error", code: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
-
-
-def assert_openai_error(payload: dict) -> dict:
-    assert set(payload) == {"error"}
-    assert set(payload["error"]) == {"message", "type", "param", "code"}
-    assert isinstance(payload["error"]["message"], str) and payload["error"]["message"]
-    return payload["error"]
-
+from tests.helpers import BOUND, CHAT, JSON, ROLE, assert_openai_error, error_body, read_events
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
 @pytest.mark.parametrize(

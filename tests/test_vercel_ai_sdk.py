@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.upstream import Reply
 from tests.node_examples import installed_node
-from tests.test_upstream_errors import JSON, error_body
+from tests.helpers import JSON, anthropic_follow_up, error_body, gemini_follow_up, openai_follow_up
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vercel-ai"
 GOLDEN = Path(__file__).parent / "golden"
@@ -141,27 +141,6 @@ async def test_gemini_parallel_function_calls(scenario, node, upstream, gateway)
     assert [(c["name"], c["input"]) for c in summary["toolCalls"]] == [
         ("get_weather", {"city": "Paris"}), ("get_time", {"tz": "Europe/Paris"})]
     assert summary["finishReason"] == "tool-calls"
-
-
-def openai_follow_up(body: dict) -> list:
-    calls = [(c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
-             for c in body["messages"][1]["tool_calls"]]
-    results = [(m["role"], m["tool_call_id"], orjson.loads(m["content"])) for m in body["messages"][2:]]
-    return calls + results
-
-
-def anthropic_follow_up(body: dict) -> list:
-    calls = [(b["id"], b["name"], b["input"]) for b in body["messages"][1]["content"] if b["type"] == "tool_use"]
-    results = [("tool", b["tool_use_id"], orjson.loads(b["content"])) for b in body["messages"][2]["content"]]
-    return calls + results
-
-
-def gemini_follow_up(body: dict) -> list:
-    calls = [(p.get("thoughtSignature"), p["functionCall"]["name"], p["functionCall"]["args"])
-             for p in body["contents"][1]["parts"] if "functionCall" in p]
-    results = [("tool", p["functionResponse"]["name"], p["functionResponse"]["response"])
-               for p in body["contents"][2]["parts"]]
-    return calls + results
 
 
 WEATHER = {"temperature_c": 12, "sky": "cloudy"}

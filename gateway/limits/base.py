@@ -88,8 +88,10 @@ class LimitBackend(ABC):
                           STREAMS_RETRY_AFTER if limit == "concurrent_streams" else 0.0)
         wait = max(1, math.ceil(retry_after))
         if limit == "requests_per_minute":
+            assert requests is not None  # the budget that refused
             detail = f"limit {requests.limit}. Try again in {_duration(retry_after)}."
         elif limit == "tokens_per_minute":
+            assert tokens is not None  # the budget that refused
             detail = (f"limit {tokens.limit}, remaining {tokens.remaining}, requested {asked} (estimated from "
                       f"the prompt and max_tokens). Try again in {_duration(retry_after)}.")
         else:

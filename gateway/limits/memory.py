@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ..config import ClientKey
 from .base import WINDOW, Admission, Budget, LimitBackend, budget_headers
@@ -35,7 +37,7 @@ class _KeyState:
 class MemoryLimits(LimitBackend):
     name = "memory"
 
-    def __init__(self, *args, clock=time.monotonic, **kwargs) -> None:
+    def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.clock = clock
         self.states: dict[str, _KeyState] = {}
@@ -69,9 +71,11 @@ class MemoryLimits(LimitBackend):
         if refused is not None:
             raise self.refuse(key, refused, requests, token_budget, tokens)
         if state.requests is not None:
+            assert requests is not None  # both come from the key's requests_per_minute
             state.requests.level -= 1
             requests = Budget(requests.limit, state.requests.level)
         if state.tokens is not None:
+            assert token_budget is not None  # both come from the key's tokens_per_minute
             state.tokens.level -= tokens
             token_budget = Budget(token_budget.limit, state.tokens.level)
         slot = None

@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -29,6 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..config import ClientKey
+from ..metrics import Metrics
 from .base import Admission, Budget, LimitBackend, backend_unavailable, budget_headers, limits_busy
 
 log = logging.getLogger("gateway.limits")
@@ -119,7 +121,7 @@ def _keys(key_id: str) -> tuple[str, str, str]:
 class RedisLimits(LimitBackend):
     name = "redis"
 
-    def __init__(self, metrics, url: str, on_backend_error: str = "open", *, slot_ttl: float = SLOT_TTL,
+    def __init__(self, metrics: Metrics, url: str, on_backend_error: str = "open", *, slot_ttl: float = SLOT_TTL,
                  pool_size: int = POOL_SIZE, pool_wait: float = POOL_WAIT) -> None:
         super().__init__(metrics, on_backend_error)
         self.url = url
@@ -127,7 +129,7 @@ class RedisLimits(LimitBackend):
         self.instance = uuid.uuid4().hex[:12]
         self._numbers = itertools.count(1)
         self.held: dict[str, set[str]] = defaultdict(set)  # slot set -> slot ids this instance holds
-        self._refresher: asyncio.Task | None = None
+        self._refresher: asyncio.Task[Any] | None = None
         self._failing = False
         self._gave_up: dict[str, int] = defaultdict(int)  # calls that found no connection, since the last line
         self._busy_logged_at = -BUSY_LOG_INTERVAL
@@ -198,7 +200,7 @@ class RedisLimits(LimitBackend):
         if not await self._permit("settle"):
             return  # the slot expires on its own; the token correction is lost
         try:
-            await self._settle(keys=(tokens_key, streams_key), args=(tpm, correction, admission.slot or ""))
+            await self._settle(keys=(tokens_key, streams_key), args=(tpm, correction, str(admission.slot or "")))
         except (RedisError, OSError) as exc:
             self._failed("settle", exc)
         else:

@@ -8,8 +8,9 @@ gone, error, cancellation) closes the upstream at once rather than when the garb
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
+from ..chunks import Chunk
 from ..context import RequestContext
 from . import moderate, normalize, ratelimit
 from .spec import Middleware, MiddlewareSpec
@@ -21,13 +22,13 @@ MIDDLEWARES: dict[str, MiddlewareSpec] = {spec.name: spec for spec in (normalize
 
 
 class Chain:
-    def __init__(self, ctx: RequestContext, source: AsyncIterator[dict], names: tuple[str, ...]) -> None:
-        self.stages = [source]
+    def __init__(self, ctx: RequestContext, source: AsyncGenerator[Chunk, None], names: tuple[str, ...]) -> None:
+        self.stages: list[AsyncGenerator[Chunk, None]] = [source]
         for name in names:
             self.stages.append(MIDDLEWARES[name].run(ctx, self.stages[-1]))
-        self.output: AsyncIterator[dict] = self.stages[-1]
+        self.output: AsyncIterator[Chunk] = self.stages[-1]
 
-    def __aiter__(self) -> AsyncIterator[dict]:
+    def __aiter__(self) -> AsyncIterator[Chunk]:
         return self.output
 
     async def aclose(self) -> None:

@@ -18,9 +18,9 @@ external moderation service, on the request and on the answer as it flows.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
-from ..chunks import Envelope
+from ..chunks import Chunk, Envelope
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..moderation import Rule, Scanner
@@ -44,7 +44,7 @@ def content_filtered() -> GatewayError:
     return GatewayError(400, "the request was refused by the gateway's content moderation", code=CONTENT_FILTERED)
 
 
-async def moderate(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
     settings = ctx.settings.get("moderate")
     if not isinstance(settings, ModerationConfig) or not settings.active:
         async for chunk in chunks:

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 from ..chunks import Chunk, Envelope
 from ..context import RequestContext
@@ -43,9 +44,9 @@ class _Normalizer:
         self.ctx = ctx
         self.envelope: Envelope | None = None  # the first chunk's
         self.choices: dict[int, _Choice] = {}
-        self.usage: dict | None = None
+        self.usage: dict[str, Any] | None = None
 
-    def _stamp(self, chunk: dict) -> None:
+    def _stamp(self, chunk: dict[str, Any]) -> None:
         envelope = self.envelope
         if envelope is None:
             ctx = self.ctx
@@ -57,7 +58,9 @@ class _Normalizer:
                 model if isinstance(model, str) and model else ctx.model, str(upstream_id) if upstream_id else None)
         envelope.stamp(chunk)
 
-    def apply(self, chunk: dict) -> dict | None:
+    def apply(self, provider_chunk: Chunk) -> Chunk | None:
+        # What a provider sent, unchecked until this method has checked it: read as a plain dict.
+        chunk: dict[str, Any] = provider_chunk  # type: ignore[assignment]
         usage = chunk.pop("usage", None)
         extra = chunk.get("x_groq")
         if isinstance(extra, dict) and "usage" in extra:
@@ -74,9 +77,9 @@ class _Normalizer:
             return None
         chunk["choices"] = kept
         self._stamp(chunk)
-        return chunk
+        return provider_chunk
 
-    def _choice(self, choice: dict) -> bool:
+    def _choice(self, choice: dict[str, Any]) -> bool:
         index = choice.get("index")
         if not isinstance(index, int):
             index = choice["index"] = 0
@@ -113,7 +116,7 @@ class _Normalizer:
             choice["logprobs"] = None
         return True
 
-    def _tool_calls(self, state: _Choice, calls: object) -> list:
+    def _tool_calls(self, state: _Choice, calls: object) -> list[Any]:
         if not isinstance(calls, list):
             return []
         out = []
@@ -141,7 +144,7 @@ class _Normalizer:
         return envelope.usage(self.usage)
 
 
-def _clean_delta(delta: dict) -> dict:
+def _clean_delta(delta: dict[str, Any]) -> dict[str, Any]:
     out = {}
     part_reasoning = ""
     for key, value in delta.items():
@@ -162,7 +165,7 @@ def _clean_delta(delta: dict) -> dict:
 _SKIPPED_DELTA_KEYS = frozenset({"role", "reasoning", "reasoning_content"})
 
 
-def _split_content_parts(parts: list) -> tuple[str, str]:
+def _split_content_parts(parts: list[Any]) -> tuple[str, str]:
     """Mistral's content arrays: `text` parts are content, `thinking` parts (themselves arrays) reasoning."""
     text, reasoning = [], []
     for part in parts:
@@ -180,7 +183,7 @@ def _split_content_parts(parts: list) -> tuple[str, str]:
     return "".join(text), "".join(reasoning)
 
 
-async def normalize(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+async def normalize(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
     state = _Normalizer(ctx)
     apply = state.apply
     async for chunk in chunks:

@@ -7,8 +7,10 @@ error, timeout, client gone, cancellation, shutdown) because Chain.aclose closes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
+from ..chunks import Chunk
 from ..context import RequestContext
 from ..limits.base import LimitBackend
 from .spec import MiddlewareSpec
@@ -17,7 +19,7 @@ CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_TOKENS = 1024  # the estimate of an answer's length when max_tokens is not given
 
 
-async def ratelimit(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+async def ratelimit(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
     limiter, key = ctx.settings.get("ratelimit"), ctx.client
     if not isinstance(limiter, LimitBackend) or key is None or not key.limits:
         async for chunk in chunks:
@@ -36,7 +38,7 @@ async def ratelimit(ctx: RequestContext, chunks: AsyncIterator[dict]) -> AsyncIt
 SPEC = MiddlewareSpec("ratelimit", ratelimit, after=("normalize",))
 
 
-def estimate_tokens(body: dict, choices: int = 1) -> int:
+def estimate_tokens(body: dict[str, Any], choices: int = 1) -> int:
     """The prompt's characters / 4, plus max_tokens (else DEFAULT_COMPLETION_TOKENS) for each choice."""
     chars = _text_length(body.get("messages")) + _text_length(body.get("prompt"))
     completion = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_COMPLETION_TOKENS
@@ -57,13 +59,14 @@ def _text_length(value: object) -> int:
 _MEDIA = frozenset({"image_url", "input_audio", "file"})  # base64 data: not text the model reads as tokens
 
 
-def used_tokens(usage: dict | None) -> int | None:
+def used_tokens(usage: dict[str, Any] | None) -> int | None:
     if not usage:
         return None
     total = usage.get("total_tokens")
     if isinstance(total, int) and not isinstance(total, bool):
         return total
-    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
-    if all(isinstance(n, int) and not isinstance(n, bool) for n in parts):
-        return sum(parts)
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if (isinstance(prompt, int) and isinstance(completion, int)
+            and not isinstance(prompt, bool) and not isinstance(completion, bool)):
+        return prompt + completion
     return None

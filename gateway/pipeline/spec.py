@@ -7,16 +7,19 @@ A middleware's parsed section reaches it as `ctx.settings[name]`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from ..chunks import Chunk
 
 if TYPE_CHECKING:
     from ..config import Validator
     from ..context import RequestContext
 
 # An async-generator function over OpenAI chat chunks: (ctx, chunks) -> chunks.
-Middleware = Callable[["RequestContext", AsyncIterator[dict]], AsyncIterator[dict]]
+# An async generator, not any iterator: Chain closes every stage with aclose().
+Middleware = Callable[["RequestContext", AsyncIterator[Chunk]], AsyncGenerator[Chunk, None]]
 
 
 @dataclass(frozen=True)

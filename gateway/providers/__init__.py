@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from ..chunks import Chunk
 from ..errors import upstream_malformed
 from ..upstream import upstream_events
 from . import anthropic, demo, gemini, openai
@@ -26,7 +27,7 @@ ADAPTERS: dict[str, HttpAdapter[Any, Any] | LocalAdapter] = {
 }
 
 
-async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> AsyncIterator[dict]:
+async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> AsyncGenerator[Chunk, None]:
     """The provider's answer as OpenAI chat chunks, ending in an error when the stream failed or was cut."""
     adapter = ADAPTERS[ctx.provider.kind]
     if isinstance(adapter, LocalAdapter):

@@ -27,18 +27,18 @@ ANY_OBJECT = {"type": "object"}
 EFFORTS = ("none", "minimal", "low", "medium", "high")
 
 
-def structured_kind(body: dict) -> str | None:
+def structured_kind(body: dict[str, Any]) -> str | None:
     """'json_schema' or 'json_object' when the (validated) body asks for structured output, else None."""
     response_format = body.get("response_format")
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     return kind if kind in ("json_schema", "json_object") else None
 
 
-def _json_schema(body: dict) -> dict:
+def _json_schema(body: dict[str, Any]) -> dict[str, Any]:
     return body["response_format"].get("json_schema") or {}
 
 
-def _schema(body: dict) -> dict | None:
+def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
     """The response's JSON Schema: None for json_object, and for a json_schema that gives none (OpenAI's
     schema is optional: then any JSON object, as json_object)."""
     if structured_kind(body) != "json_schema":
@@ -47,7 +47,7 @@ def _schema(body: dict) -> dict | None:
     return schema if isinstance(schema, dict) else None
 
 
-def answer_tool(body: dict, model: str) -> str | None:
+def answer_tool(body: dict[str, Any], model: str) -> str | None:
     """The name of the forced tool that carries the answer, when this request is sent with one."""
     kind = structured_kind(body)
     if kind is None or (_schema(body) is not None and not LEGACY_MODELS.search(model)):
@@ -56,21 +56,22 @@ def answer_tool(body: dict, model: str) -> str | None:
     return name or ANSWER_TOOL
 
 
-def thinking(body: dict) -> dict | None:
+def thinking(body: dict[str, Any]) -> dict[str, Any] | None:
     """The client's own `thinking` wins; else reasoning_effort's budget ('none': no thinking)."""
-    if body.get("thinking") is not None:
-        return body["thinking"]
+    client_thinking = body.get("thinking")
+    if isinstance(client_thinking, dict):  # validated: an object when given
+        return client_thinking
     effort = body.get("reasoning_effort")
     if effort is None or effort == "none":
         return None
     return {"type": "enabled", "budget_tokens": thinking_budget(effort, EFFORTS)}
 
 
-def thinking_on(value: dict | None) -> bool:
+def thinking_on(value: dict[str, Any] | None) -> bool:
     return isinstance(value, dict) and value.get("type") in ("enabled", "adaptive")
 
 
-def max_tokens(client_limit: int | None, value: dict | None, default: int) -> int:
+def max_tokens(client_limit: int | None, value: dict[str, Any] | None, default: int) -> int:
     """The budget must be smaller than max_tokens: output_limit raises the limit by it when it is not."""
     budget = value.get("budget_tokens") if isinstance(value, dict) and value.get("type") == "enabled" else None
     if not isinstance(budget, int):
@@ -80,7 +81,7 @@ def max_tokens(client_limit: int | None, value: dict | None, default: int) -> in
     return limit
 
 
-def apply_response_format(out: dict[str, Any], body: dict, model: str) -> None:
+def apply_response_format(out: dict[str, Any], body: dict[str, Any], model: str) -> None:
     """Adds the structured-output request to the Messages body `out` (its tools and thinking already set)."""
     kind = structured_kind(body)
     if kind is None:

@@ -23,7 +23,7 @@ Chunks are built with gateway/chunks.py's `Envelope`, so that every provider's i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeVar
 
@@ -107,4 +107,4 @@ class LocalAdapter(_Kind):
     remote = False
 
     @abstractmethod
-    def stream(self, ctx: RequestContext) -> AsyncIterator[Chunk]: ...
+    def stream(self, ctx: RequestContext) -> AsyncGenerator[Chunk, None]: ...

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..chunks import Chunk, Envelope, response_id_of
+from ..chunks import Chunk, Delta, Envelope, response_id_of
 from ..validation import max_output_tokens, prompt_text
 from .base import LocalAdapter, Option
 
@@ -60,7 +60,7 @@ def _sample(schema: Any, text: str) -> Any:
     return text
 
 
-def _arguments(schema: dict, text: str) -> dict:
+def _arguments(schema: dict[str, Any], text: str) -> dict[str, Any]:
     properties = schema.get("properties")
     if not isinstance(properties, dict):
         properties = {}
@@ -71,7 +71,7 @@ def _arguments(schema: dict, text: str) -> dict:
                                                                                  if isinstance(n, str))}
 
 
-def _chosen_tool(ctx: RequestContext) -> dict | None:
+def _chosen_tool(ctx: RequestContext) -> dict[str, Any] | None:
     tools = ctx.body.get("tools") if ctx.endpoint == "chat" else None
     choice = ctx.body.get("tool_choice", "auto")
     messages = ctx.body.get("messages") or []
@@ -79,8 +79,11 @@ def _chosen_tool(ctx: RequestContext) -> dict | None:
         return None
     if isinstance(choice, dict):
         wanted = (choice.get("function") or {}).get("name")
-        return next((t["function"] for t in tools if t["function"]["name"] == wanted), tools[0]["function"])
-    return tools[0]["function"]
+        chosen: dict[str, Any] = next((t["function"] for t in tools if t["function"]["name"] == wanted),
+                                      tools[0]["function"])
+        return chosen
+    first_tool: dict[str, Any] = tools[0]["function"]
+    return first_tool
 
 
 def _reply(ctx: RequestContext) -> str:
@@ -99,7 +102,7 @@ def _reply(ctx: RequestContext) -> str:
     )
 
 
-async def stream(ctx: RequestContext) -> AsyncIterator[Chunk]:
+async def stream(ctx: RequestContext) -> AsyncGenerator[Chunk, None]:
     envelope = Envelope(ctx.endpoint, ctx.created, ctx.model, response_id_of(ctx.endpoint, f"demo-{ctx.request_id}"))
     interval = ctx.provider.token_interval
     limit = max_output_tokens(ctx.body)
@@ -116,7 +119,7 @@ async def stream(ctx: RequestContext) -> AsyncIterator[Chunk]:
         pieces, finish = pieces[:limit], "length"
 
     for index in range(ctx.choices):
-        first: dict[str, Any] = {"role": "assistant", "content": None if tool else ""}
+        first: Delta = {"role": "assistant", "content": None if tool else ""}
         if tool is not None:
             first["tool_calls"] = [{"index": 0, "id": f"call_demo{index}", "type": "function",
                                     "function": {"name": tool["name"], "arguments": ""}}]
@@ -124,6 +127,7 @@ async def stream(ctx: RequestContext) -> AsyncIterator[Chunk]:
     for piece in pieces:
         await asyncio.sleep(interval)
         for index in range(ctx.choices):
+            delta: Delta
             if tool is not None:
                 delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
             else:

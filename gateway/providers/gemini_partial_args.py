@@ -22,7 +22,7 @@ class PendingCall:
     def __init__(self, name: str, signature: str | None) -> None:
         self.name = name
         self.signature = signature
-        self.args: dict = {}
+        self.args: dict[str, Any] = {}
         self.open_string: str | None = None  # the JSON path whose string value is still arriving
 
 
@@ -47,11 +47,11 @@ def add_partial_arg(pending: PendingCall, piece: Any, provider_name: str) -> Non
     pending.open_string = path if piece.get("willContinue") and "stringValue" in piece else None
 
 
-def json_path(path: str) -> list | None:
+def json_path(path: str) -> list[Any] | None:
     """The steps of an RFC 9535 path such as `$.a.b[0]['c d']`; None if it is not that simple kind."""
     if not path.startswith("$"):
         return None
-    steps: list = []
+    steps: list[Any] = []
     position = 1
     while position < len(path):
         match = _JSON_PATH_STEP.match(path, position)
@@ -63,14 +63,14 @@ def json_path(path: str) -> list | None:
     return steps
 
 
-def _get_path(root: dict, steps: list) -> str:
+def _get_path(root: dict[str, Any], steps: list[Any]) -> str:
     node: Any = root
     for step in steps:
         node = node[step]
     return node if isinstance(node, str) else ""
 
 
-def _set_path(root: dict, steps: list, value: Any, provider_name: str) -> None:
+def _set_path(root: dict[str, Any], steps: list[Any], value: Any, provider_name: str) -> None:
     node: Any = root
     for step, following in zip(steps, steps[1:] + [None]):
         fresh: Any = value if following is None else ([] if isinstance(following, int) else {})

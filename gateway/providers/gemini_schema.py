@@ -44,7 +44,7 @@ class SchemaBudget:
         self.text = MAX_SCHEMA_TEXT
 
 
-def parameters_schema(schema: Any, param: str = "parameters", budget: SchemaBudget | None = None) -> dict | None:
+def parameters_schema(schema: Any, param: str = "parameters", budget: SchemaBudget | None = None) -> dict[str, Any] | None:
     """A function's parameters for Gemini; None (no parameters) for an object without properties,
     which Gemini rejects."""
     if not isinstance(schema, dict):
@@ -55,7 +55,7 @@ def parameters_schema(schema: Any, param: str = "parameters", budget: SchemaBudg
     return cleaned
 
 
-def gemini_schema(schema: dict, param: str = "schema", budget: SchemaBudget | None = None) -> dict:
+def gemini_schema(schema: dict[str, Any], param: str = "schema", budget: SchemaBudget | None = None) -> dict[str, Any]:
     """A JSON Schema rewritten into the OpenAPI subset Gemini accepts.
 
     Local `$ref`s are inlined (an unknown one becomes a plain object), `type: [X, "null"]` and
@@ -64,7 +64,7 @@ def gemini_schema(schema: dict, param: str = "schema", budget: SchemaBudget | No
     Property names are data, not keywords: a property called "title" stays.
     Raises a 400 naming `param` when the schema is recursive or too large once inlined.
     """
-    definitions: dict = {}
+    definitions: dict[str, Any] = {}
     for key in ("definitions", "$defs"):
         if isinstance(schema.get(key), dict):
             definitions.update(schema[key])
@@ -78,7 +78,7 @@ def _is_number(value: Any) -> bool:
 class _Converter:
     __slots__ = ("definitions", "budget", "param")
 
-    def __init__(self, definitions: dict, budget: SchemaBudget, param: str) -> None:
+    def __init__(self, definitions: dict[str, Any], budget: SchemaBudget, param: str) -> None:
         self.definitions = definitions
         self.budget = budget
         self.param = param
@@ -98,7 +98,7 @@ class _Converter:
         self._spend(len(value))
         return value
 
-    def schema(self, schema: Any, refs: tuple[str, ...], depth: int) -> dict:
+    def schema(self, schema: Any, refs: tuple[str, ...], depth: int) -> dict[str, Any]:
         if depth > MAX_SCHEMA_DEPTH:
             raise GatewayError(400, f"the schema of '{self.param}' nests deeper than {MAX_SCHEMA_DEPTH} levels "
                                "(each inlined $ref counts as one)", param=self.param, code="schema_too_deep")
@@ -115,7 +115,7 @@ class _Converter:
             self._spend(len(schema))
             schema = _merged([self.schema(s, refs, depth + 1) for s in all_of]
                              + [{k: v for k, v in schema.items() if k != "allOf"}])
-        out: dict = {}
+        out: dict[str, Any] = {}
         kind = schema.get("type")
         if isinstance(kind, list):
             self._spend(len(kind))
@@ -143,7 +143,7 @@ class _Converter:
             out["nullable"] = True
         self._add_enum(out, schema)
         fmt = schema.get("format")
-        if isinstance(fmt, str) and fmt in _FORMATS.get(out.get("type"), ()):
+        if isinstance(fmt, str) and fmt in _FORMATS.get(str(out.get("type")), ()):
             out["format"] = fmt
         properties = schema.get("properties")
         if isinstance(properties, dict):
@@ -163,7 +163,7 @@ class _Converter:
             out["items"] = {"anyOf": [self.schema(s, refs, depth + 1) for s in items]}
         return out
 
-    def _inlined(self, schema: dict, ref: str, names: tuple[str, ...], depth: int) -> dict:
+    def _inlined(self, schema: dict[str, Any], ref: str, names: tuple[str, ...], depth: int) -> dict[str, Any]:
         """The definition `ref` names, copied in; `names` are the definitions being copied around it."""
         name = ref.rsplit("/", 1)[-1] if ref.startswith(("#/$defs/", "#/definitions/")) else None
         target = self.definitions.get(name) if name else None
@@ -175,12 +175,13 @@ class _Converter:
                                "definition it is inside): Gemini's schemas cannot express recursion",
                                param=self.param, code="schema_ref_cycle")
         else:
+            assert name is not None  # target was found by name
             out = self.schema(target, names + (name,), depth + 1)
         if isinstance(schema.get("description"), str):
             out["description"] = self._text(schema["description"])
         return out
 
-    def _add_variants(self, out: dict, variants: list, refs: tuple[str, ...], depth: int) -> None:
+    def _add_variants(self, out: dict[str, Any], variants: list[Any], refs: tuple[str, ...], depth: int) -> None:
         kept = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
         if len(kept) < len(variants):
             out["nullable"] = True
@@ -193,7 +194,7 @@ class _Converter:
         elif cleaned:
             out["anyOf"] = cleaned
 
-    def _add_enum(self, out: dict, schema: dict) -> None:
+    def _add_enum(self, out: dict[str, Any], schema: dict[str, Any]) -> None:
         values = [schema["const"]] if "const" in schema else schema.get("enum")
         if not isinstance(values, list) or not values:
             return
@@ -210,10 +211,10 @@ class _Converter:
             out["description"] = self._text(f"{out.get('description', '')} (one of: {listed})".lstrip())
 
 
-def _merged(schemas: list[dict]) -> dict:
+def _merged(schemas: list[dict[str, Any]]) -> dict[str, Any]:
     """allOf as one schema: later keys win, properties and required add up."""
-    out: dict = {}
-    properties: dict = {}
+    out: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
     required: dict[str, None] = {}  # ordered, and no quadratic `in` on a list
     for schema in schemas:
         if isinstance(schema.get("properties"), dict):

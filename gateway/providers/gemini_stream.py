@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..chunks import Chunk, Envelope, choice
+from ..chunks import Chunk, Delta, Envelope, ToolCallDelta, choice
 from ..errors import GatewayError, redact, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import event_json, stream_error
@@ -66,7 +66,7 @@ class State:
         self.started = False
         self.candidates: dict[int, _Candidate] = {}
         self.finished = 0
-        self.usage: dict | None = None  # the latest usageMetadata with counts
+        self.usage: dict[str, Any] | None = None  # the latest usageMetadata with counts
         self.call_prefix = ""
         self.call_count = 0
         self.done = False  # every candidate has its finish reason: Gemini's stream has no end event
@@ -92,8 +92,8 @@ def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
         if feedback and feedback.get("blockReason"):
             raise prompt_blocked(state, feedback)
         return ()
-    deltas: list = []
-    finishes: list = []
+    deltas: list[Any] = []
+    finishes: list[Any] = []
     for candidate in candidates:
         if isinstance(candidate, dict):
             _candidate(candidate, state, deltas, finishes)
@@ -117,7 +117,7 @@ def finish(state: State) -> tuple[Chunk, ...]:
     return (state.envelope.usage(openai_usage(state.usage)),)
 
 
-def openai_usage(meta: dict) -> dict:
+def openai_usage(meta: dict[str, Any]) -> dict[str, Any]:
     """promptTokenCount holds the cached tokens; the tool-use prompt (a search's results...) is billed input too."""
     prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
     thoughts = meta.get("thoughtsTokenCount") or 0
@@ -131,7 +131,7 @@ def openai_usage(meta: dict) -> dict:
     }
 
 
-def prompt_blocked(state: State, feedback: dict) -> GatewayError:
+def prompt_blocked(state: State, feedback: dict[str, Any]) -> GatewayError:
     reason = feedback["blockReason"]
     detail = feedback.get("blockReasonMessage")
     detail = f": {redact(detail, state.provider.secrets)[:300]}" if isinstance(detail, str) and detail else ""
@@ -139,7 +139,7 @@ def prompt_blocked(state: State, feedback: dict) -> GatewayError:
                         code="content_filter")
 
 
-def _start(payload: dict, state: State) -> None:
+def _start(payload: dict[str, Any], state: State) -> None:
     state.started = True
     response_id = payload.get("responseId")
     if not (isinstance(response_id, str) and _SAFE_ID.match(response_id)):
@@ -155,7 +155,7 @@ def _start(payload: dict, state: State) -> None:
 
 
 
-def _candidate(candidate: dict, state: State, deltas: list, finishes: list) -> None:
+def _candidate(candidate: dict[str, Any], state: State, deltas: list[Any], finishes: list[Any]) -> None:
     index = candidate.get("index") or 0
     slot = state.candidates.get(index)
     if slot is None:
@@ -165,7 +165,7 @@ def _candidate(candidate: dict, state: State, deltas: list, finishes: list) -> N
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
     reason = candidate.get("finishReason")
-    delta = _delta(parts, slot, state) if parts else {}
+    delta: Delta = _delta(parts, slot, state) if parts else {}
     if reason and slot.pending is not None:  # Vertex ended the turn without closing a streamed call
         delta.setdefault("tool_calls", []).append(_complete_pending(slot, state))
     if delta:
@@ -178,14 +178,14 @@ def _candidate(candidate: dict, state: State, deltas: list, finishes: list) -> N
             reason = "OTHER"
         slot.finished = True
         state.finished += 1
-        finish_delta = {} if slot.started else {"role": "assistant"}
+        finish_delta: Delta = {} if slot.started else {"role": "assistant"}
         slot.started = True
         finishes.append(choice(index, finish_delta, _finish_reason(reason, candidate, slot, state)))
 
 
-def _delta(parts: list, slot: _Candidate, state: State) -> dict:
+def _delta(parts: list[Any], slot: _Candidate, state: State) -> Delta:
     text = reasoning = ""
-    calls: list = []
+    calls: list[ToolCallDelta] = []
     for part in parts:
         if not isinstance(part, dict):
             state.malformed += 1
@@ -201,7 +201,7 @@ def _delta(parts: list, slot: _Candidate, state: State) -> dict:
         elif "functionCall" in part:
             _function_call(part, slot, state, calls)
         # executableCode, codeExecutionResult, inlineData...: OpenAI's chat chunks have no place for them
-    delta: dict = {}
+    delta: Delta = {}
     if text:
         delta["content"] = text
     if reasoning:
@@ -211,7 +211,7 @@ def _delta(parts: list, slot: _Candidate, state: State) -> dict:
     return delta
 
 
-def _function_call(part: dict, slot: _Candidate, state: State, calls: list) -> None:
+def _function_call(part: dict[str, Any], slot: _Candidate, state: State, calls: list[ToolCallDelta]) -> None:
     function = part["functionCall"]
     if not isinstance(function, dict):
         state.malformed += 1
@@ -227,8 +227,8 @@ def _function_call(part: dict, slot: _Candidate, state: State, calls: list) -> N
     calls.append(_tool_call(slot, state, name, args or {}, part.get("thoughtSignature")))
 
 
-def _tool_call(slot: _Candidate, state: State, name: str, args: dict, signature: Any) -> dict:
-    call = {"index": slot.calls, "id": f"{state.call_prefix}{state.call_count}", "type": "function",
+def _tool_call(slot: _Candidate, state: State, name: str, args: dict[str, Any], signature: Any) -> ToolCallDelta:
+    call: ToolCallDelta = {"index": slot.calls, "id": f"{state.call_prefix}{state.call_count}", "type": "function",
             "function": {"name": name, "arguments": orjson.dumps(args).decode()}}
     slot.calls += 1
     state.call_count += 1
@@ -237,7 +237,7 @@ def _tool_call(slot: _Candidate, state: State, name: str, args: dict, signature:
     return call
 
 
-def _streamed_call(function: dict, signature: Any, slot: _Candidate, state: State, calls: list) -> None:
+def _streamed_call(function: dict[str, Any], signature: Any, slot: _Candidate, state: State, calls: list[ToolCallDelta]) -> None:
     name = function.get("name")
     if isinstance(name, str) and name:
         if slot.pending is not None:  # a new call closes the one before it
@@ -257,14 +257,15 @@ def _streamed_call(function: dict, signature: Any, slot: _Candidate, state: Stat
         calls.append(_complete_pending(slot, state))
 
 
-def _complete_pending(slot: _Candidate, state: State) -> dict:
+def _complete_pending(slot: _Candidate, state: State) -> ToolCallDelta:
     pending = slot.pending
+    assert pending is not None  # called only while a streamed call is open
     slot.pending = None
     return _tool_call(slot, state, pending.name, pending.args, pending.signature)
 
 
 
-def _finish_reason(reason: str, candidate: dict, slot: _Candidate, state: State) -> str:
+def _finish_reason(reason: str, candidate: dict[str, Any], slot: _Candidate, state: State) -> str:
     if reason in _FAILED_CALL_REASONS:
         detail = candidate.get("finishMessage")
         detail = f": {redact(detail, state.provider.secrets)[:300]}" if isinstance(detail, str) and detail else ""
@@ -275,7 +276,7 @@ def _finish_reason(reason: str, candidate: dict, slot: _Candidate, state: State)
     return "tool_calls" if finish == "stop" and slot.calls else finish
 
 
-def _loads(data: bytes, state: State) -> dict | None:
+def _loads(data: bytes, state: State) -> dict[str, Any] | None:
     payload = event_json(data, state)  # counts what is not JSON, repairs what is not UTF-8
     if payload is None or isinstance(payload, dict):
         return payload

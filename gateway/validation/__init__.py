@@ -23,15 +23,15 @@ __all__ = ["MAX_MODEL_LENGTH", "MAX_N", "MAX_NESTING", "ROLES", "max_output_toke
            "validate_completion"]
 
 
-def validate_chat(body: Any) -> dict:
-    body = check_common(body)
-    check_chat_fields(body)
-    return body
+def validate_chat(body: Any) -> dict[str, Any]:
+    checked = check_common(body)
+    check_chat_fields(checked)
+    return checked
 
 
-def validate_completion(body: Any) -> dict:
-    body = check_common(body)
-    prompt = body.get("prompt")
+def validate_completion(body: Any) -> dict[str, Any]:
+    checked = check_common(body)
+    prompt = checked.get("prompt")
     if prompt is None:
         raise invalid_param("prompt", "you must provide a prompt parameter", "missing_required_parameter")
     if isinstance(prompt, list):
@@ -39,16 +39,16 @@ def validate_completion(body: Any) -> dict:
             raise invalid_param("prompt", "'prompt' must be a string or a non-empty array of strings", "invalid_type")
     elif not isinstance(prompt, str):
         raise invalid_param("prompt", "'prompt' must be a string or an array of strings", "invalid_type")
-    return body
+    return checked
 
 
-def max_output_tokens(body: dict) -> int | None:
+def max_output_tokens(body: dict[str, Any]) -> int | None:
     """The answer's token limit, whichever spelling the (validated) body used; the newer one wins."""
     limit: int | None = body.get("max_completion_tokens") or body.get("max_tokens")
     return limit
 
 
-def prompt_text(body: dict) -> str:
+def prompt_text(body: dict[str, Any]) -> str:
     """A (validated) completions prompt as one text: a list's prompts joined by newlines."""
     prompt = body["prompt"]
     return prompt if isinstance(prompt, str) else "\n".join(prompt)

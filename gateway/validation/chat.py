@@ -92,7 +92,7 @@ def _check_part(part: Any, where: str) -> None:
     # other part types are each adapter's to accept or refuse by name
 
 
-def _check_function(function: dict, where: str) -> None:
+def _check_function(function: dict[str, Any], where: str) -> None:
     """A called function: `name` a string, `arguments` JSON text (or the object already parsed)."""
     if not isinstance(function.get("name"), str):
         raise invalid_param(f"{where}.name", f"'{where}.name' must be a string", "invalid_type")
@@ -140,7 +140,7 @@ def check_tools(tools: Any) -> None:
         optional_bool(function, "strict", f"{where}.function.strict")
 
 
-def _named_function(holder: dict, where: str) -> None:
+def _named_function(holder: dict[str, Any], where: str) -> None:
     function = holder.get("function")
     if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
         raise invalid_param(f"{where}.function", f"'{where}.function.name' must be a non-empty string",
@@ -180,7 +180,7 @@ def check_tool_choice(choice: Any) -> None:
         raise invalid_param("tool_choice.type", "'tool_choice.type' must be 'function' or 'allowed_tools'")
 
 
-def check_chat_fields(body: dict) -> None:
+def check_chat_fields(body: dict[str, Any]) -> None:
     check_messages(body.get("messages"))
     check_tools(body.get("tools"))
     check_tool_choice(body.get("tool_choice"))

@@ -43,19 +43,19 @@ def wrong_type(param: str, expected: str) -> GatewayError:
     return invalid_param(param, f"'{param}' must be {expected}", "invalid_type")
 
 
-def optional_string(holder: dict, key: str, param: str) -> None:
+def optional_string(holder: dict[str, Any], key: str, param: str) -> None:
     value = holder.get(key)
     if value is not None and not isinstance(value, str):
         raise wrong_type(param, "a string")
 
 
-def optional_bool(holder: dict, key: str, param: str) -> None:
+def optional_bool(holder: dict[str, Any], key: str, param: str) -> None:
     value = holder.get(key)
     if value is not None and not isinstance(value, bool):
         raise wrong_type(param, "a boolean")
 
 
-def optional_object(holder: dict, key: str, param: str) -> dict | None:
+def optional_object(holder: dict[str, Any], key: str, param: str) -> dict[str, Any] | None:
     value = holder.get(key)
     if value is not None and not isinstance(value, dict):
         raise wrong_type(param, "an object")
@@ -97,7 +97,7 @@ def check_model(model: Any) -> None:
         raise invalid_param("model", "'model' must not contain control characters")
 
 
-def check_common(body: Any) -> dict:
+def check_common(body: Any) -> dict[str, Any]:
     if nested_deeper_than(body):
         raise too_deep(None, "the request body")
     if not isinstance(body, dict):
@@ -126,7 +126,7 @@ def check_common(body: Any) -> dict:
     return body
 
 
-def _check_numbers(body: dict) -> None:
+def _check_numbers(body: dict[str, Any]) -> None:
     for param, (low, high) in _RANGES.items():
         value = body.get(param)
         if value is None:
@@ -173,7 +173,7 @@ def _check_logit_bias(bias: Any) -> None:
                                 f"{LOGIT_BIAS_RANGE}, got {value}")
 
 
-def _check_response_format(body: dict) -> None:
+def _check_response_format(body: dict[str, Any]) -> None:
     response_format = optional_object(body, "response_format", "response_format")
     if response_format is None:
         return
@@ -194,7 +194,7 @@ def _check_response_format(body: dict) -> None:
         optional_bool(json_schema, "strict", "response_format.json_schema.strict")
 
 
-def _check_thinking(body: dict) -> None:
+def _check_thinking(body: dict[str, Any]) -> None:
     """Anthropic's `thinking` extension, passed to Anthropic as it is."""
     thinking = optional_object(body, "thinking", "thinking")
     if thinking is None:

@@ -7,6 +7,8 @@ asked for (`output_limit`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import GatewayError, invalid_param
 
 # Anthropic's smallest budget is 1024 tokens, so "minimal" is that on both providers.
@@ -33,7 +35,7 @@ def output_limit(max_tokens: int | None, budget: int, default: int | None) -> in
     return max_tokens + budget if max_tokens <= budget else max_tokens
 
 
-def google_thinking_config(body: dict) -> dict | None:
+def google_thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
     """Google's own spelling in an OpenAI body (`extra_body.google.thinking_config`, as Gemini's OpenAI
     endpoint takes it), already checked by check_reasoning_fields."""
     extra = body.get("extra_body")
@@ -42,7 +44,7 @@ def google_thinking_config(body: dict) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def check_reasoning_fields(body: dict) -> None:
+def check_reasoning_fields(body: dict[str, Any]) -> None:
     config = google_thinking_config(body)
     if config is None:
         return
