@@ -9,17 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from .auth import setup_auth
 from .config import Config
 from .access_log import ACCESS, access_log
 from .cors import setup_cors
 from .errors import GatewayError
 from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
-from .limits import setup_limits
 from .logfmt import escape
 from .metrics import METRICS, ObservedHealth, setup_metrics, upstream_timing
 from .playground import setup_playground
 from .redaction import redacting_logs
+from .reload import setup_live
 from .routes import SERVED_ENDPOINTS, error_response, setup_routes
 
 log = logging.getLogger("gateway")
@@ -105,8 +104,7 @@ def create_app(config: Config) -> web.Application:
     setup_routes(app)
     setup_playground(app, config.server)
     setup_cors(app, config.server.cors)
-    setup_auth(app, config)
-    setup_limits(app, config, metrics)
+    setup_live(app, config)
     disabled = [f"{p.name} ({' and '.join(p.missing_env)})" for p in config.providers.values() if not p.enabled]
     if disabled:  # one line: the shipped config names many providers, most without their key
         log.warning("%d provider(s) disabled until their variables are set: %s", len(disabled), ", ".join(disabled))

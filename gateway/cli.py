@@ -43,7 +43,7 @@ def _check(path: str | None) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 1
+        return 2
     for provider in config.providers.values():
         if not provider.enabled:
             print(f"{config.source}: note: provider '{provider.name}' will be disabled until "
@@ -72,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return 2
     from .logsetup import configure
 
     configure(args.log_level or config.logging.level, config.logging.format)
@@ -80,17 +80,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.host is not None and host_problem(args.host):  # the config's own host is checked with the config
         print(f"gateway serve: --host {args.host!r}: {host_problem(args.host)}", file=sys.stderr)
-        return 1
+        return 2
     host = (args.host or config.server.host).strip("[]")  # [::1] as in a URL: the address is ::1
     port = args.port if args.port is not None else config.server.port
     if not 0 <= port <= 65535:  # the config's own port is checked with the config
         print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)
-        return 1
+        return 2
     config.server.host = host  # what depends on the address (the playground's default) follows --host
     problem = exposure_problem(config.open_access, config.auth, host)
     if problem:  # --host may differ from the config's own server.host
         print(f"{config.source}: --host: {problem}", file=sys.stderr)
-        return 1
+        return 2
     if config.open_access and not is_loopback(host):
         logging.getLogger("gateway").warning("auth: none: serving %s without client keys, anyone who reaches it "
                                              "can use every provider", host)
@@ -106,5 +106,5 @@ def _serve(args: argparse.Namespace) -> int:
         serve(create_app(config), host, port, loop=loop)
     except ListenError as exc:
         print(f"gateway serve: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0

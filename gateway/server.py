@@ -198,7 +198,7 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
             log.info("listening on %s", listen_url(host, sockets[0].getsockname()[1]))
-            await _until_signalled()
+            await _until_signalled(app)
         finally:
             await runner.cleanup()
     finally:
@@ -206,13 +206,26 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
             sock.close()
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(app: web.Application) -> None:
+    """Serves until SIGINT or SIGTERM; each SIGHUP reloads the config file (gateway/reload.py)."""
+    from .reload import reload
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    reloads: set[asyncio.Task] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(reload(app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        for task in reloads:
+            await asyncio.gather(task, return_exceptions=True)
