@@ -8,6 +8,7 @@ when shaped like the gateway's codes, keys by their configured id.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+                               disable_created_metrics, generate_latest, multiprocess)
 
 from .config import Config, ProviderConfig
 from .health import Health
@@ -33,21 +34,33 @@ _TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
 
 
 def make_registry() -> CollectorRegistry:
-    """The one place the registry is chosen: `--workers` (prometheus-client's multiprocess mode, with
-    PROMETHEUS_MULTIPROC_DIR) plugs in here."""
+    """The registry the metrics are made in. Under `--workers` (PROMETHEUS_MULTIPROC_DIR set by the
+    supervisor, before prometheus_client is imported) their values live in that directory's files."""
     disable_created_metrics()  # the *_created series double the output and say nothing an operator asks
     return CollectorRegistry()
+
+
+def exposed_registry(own: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics serves: this process's registry, or under `--workers` the sum of every worker's files."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return own
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    return registry
 
 
 class Metrics:
     def __init__(self, config: Config | None = None) -> None:
         r = self.registry = make_registry()
+        self.exposed = exposed_registry(r)
         self.requests = Counter("gateway_requests", "Requests by endpoint, provider and model that answered, "
                                 "HTTP status and outcome", ("endpoint", "provider", "model", "status", "outcome"),
                                 registry=r)
         self.key_requests = Counter("gateway_key_requests", "Requests by client key id and outcome",
                                     ("key", "outcome"), registry=r)
-        self.streams_in_flight = Gauge("gateway_streams_in_flight", "Streaming completions open now", registry=r)
+        self.streams_in_flight = Gauge("gateway_streams_in_flight", "Streaming completions open now", registry=r,
+                                       multiprocess_mode="livesum")  # of the workers alive
         self.first_chunk = Histogram("gateway_time_to_first_chunk_seconds",
                                      "Seconds from a stream's request to its first chunk sent", ("provider",),
                                      buckets=_LATENCY_BUCKETS, registry=r)
@@ -175,7 +188,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    body = generate_latest(request.app[METRICS].exposed)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
