@@ -48,6 +48,7 @@ class Live:
 
     def __init__(self, current: Generation) -> None:
         self.current = current
+        self.refused = 0  # reloads refused for problems in the file (shown in /admin/health)
 
 
 LIVE = web.AppKey("live", Live)

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from .access_log import begin
-from .appkeys import HEALTH, IN_FLIGHT, SESSION, Generation, generation
+from .appkeys import HEALTH, IN_FLIGHT, LIVE, SESSION, Generation, generation
 from .config import is_loopback
 from .errors import GatewayError
 from .health import Health
@@ -96,7 +96,8 @@ async def admin_health(request: web.Request) -> web.Response:
     }
     reasons = await not_ready(gen, health)
     return _json({"status": "not_ready" if reasons else "ready", "reasons": reasons, "providers": providers,
-                  "config": {"source": str(gen.config.source), "generation": gen.number},
+                  "config": {"source": str(gen.config.source), "generation": gen.number,
+                             "reloads_refused": request.app[LIVE].refused},
                   "runtime": _runtime(request.app)})
 
 

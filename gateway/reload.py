@@ -89,11 +89,13 @@ async def reload(app: web.Application) -> bool:
                 log.error("reload refused: %s: %s", exc.source, problem)
             log.error("reload refused: %d problem(s) in %s; the running config stays", len(exc.problems),
                       exc.source)
+            live.refused += 1
             return False
         config.server.host, config.server.port = old.config.server.host, old.config.server.port  # the sockets'
         problem = exposure_problem(config.open_access, config.auth, config.server.host)
         if problem:
             log.error("reload refused: %s: %s; the running config stays", source, problem)
+            live.refused += 1
             return False
         limiter = hand_over(old.limiter, old.config, config) if wants_limiter(config) else None
         if wants_limiter(config) and limiter is None:
