@@ -13,7 +13,7 @@ from .config import Config
 from .access_log import ACCESS, access_log
 from .cors import setup_cors
 from .errors import GatewayError
-from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
+from .appkeys import CONFIG, HEALTH, IN_FLIGHT, LIVE, SESSION, InFlight
 from .logfmt import escape
 from .metrics import METRICS, ObservedHealth, setup_metrics, upstream_timing
 from .playground import setup_playground
@@ -59,7 +59,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     # One pool for all providers. No connection cap: every live stream holds its own connection.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
     session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
-                                    trace_configs=[upstream_timing(app[METRICS], app[CONFIG])])
+                                    trace_configs=[upstream_timing(app[METRICS], lambda: app[LIVE].current.config)])
     app[SESSION] = session
     yield
     await session.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -162,10 +163,18 @@ class ObservedHealth(Health):
             self._metrics.cooldowns.labels(provider.name).inc()
 
 
-def upstream_timing(metrics: Metrics, config: Config) -> aiohttp.TraceConfig:
-    """Times each upstream call to its response headers, labelled by the provider whose base_url it is."""
-    bases = sorted(((p.base_url.rstrip("/"), p.name) for p in config.providers.values() if p.base_url),
-                   key=lambda item: len(item[0]), reverse=True)
+def upstream_timing(metrics: Metrics, current: Callable[[], Config]) -> aiohttp.TraceConfig:
+    """Times each upstream call to its response headers, labelled by the provider whose base_url it is
+    in the config `current()` gives (the live one: a reload's new providers are timed too)."""
+    seen: list[tuple[Config | None, list[tuple[str, str]]]] = [(None, [])]
+
+    def bases() -> list[tuple[str, str]]:
+        config = current()
+        if seen[0][0] is not config:  # rebuilt once per config, not per call
+            seen[0] = (config, sorted(((p.base_url.rstrip("/"), p.name) for p in config.providers.values()
+                                       if p.base_url), key=lambda item: len(item[0]), reverse=True))
+        return seen[0][1]
+
     trace = aiohttp.TraceConfig()
 
     async def started(_session: aiohttp.ClientSession, context: SimpleNamespace,
@@ -175,7 +184,7 @@ def upstream_timing(metrics: Metrics, config: Config) -> aiohttp.TraceConfig:
     async def answered(_session: aiohttp.ClientSession, context: SimpleNamespace,
                        params: aiohttp.TraceRequestEndParams) -> None:
         url = str(params.url)
-        name = next((name for base, name in bases if url.startswith(base)), None)
+        name = next((name for base, name in bases() if url.startswith(base)), None)
         if name is not None and hasattr(context, "started"):  # other calls (a moderation service) are not timed
             metrics.upstream_first_byte.labels(name).observe(time.monotonic() - context.started)
 

@@ -30,26 +30,29 @@ def _start(tmp_path: Path, config: str, *args: str) -> tuple[subprocess.Popen, P
     return process, log
 
 
-async def _pid_of_answer(session: aiohttp.ClientSession, url: str) -> int | None:
-    """The pid of the worker that answered, from the admin view (loopback): None while none listens."""
+async def _answer(session: aiohttp.ClientSession, url: str) -> tuple[int, int] | None:
+    """The pid of the worker that answered and its config generation, from the admin view (loopback):
+    None while none listens."""
     try:
         async with session.get(f"{url}/admin/health") as response:
-            return (await response.json())["runtime"]["pid"]
+            body = await response.json()
+            return body["runtime"]["pid"], body["config"]["generation"]
     except aiohttp.ClientError:
         return None
 
 
-async def _pids_seen(url: str, want: set[int] | int) -> set[int]:
-    """Asks on fresh connections (the kernel spreads them over the workers) until `want` pids answered."""
+async def _pids_seen(url: str, want: int, generation: int = 1) -> set[int]:
+    """Asks on fresh connections (the kernel spreads them over the workers) until `want` pids answered
+    on config `generation`."""
     seen: set[int] = set()
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(BOUND * 3):
-        while (len(seen) < want) if isinstance(want, int) else not want <= seen:
-            pid = await _pid_of_answer(session, url)
-            if pid is None:
+        while len(seen) < want:
+            answer = await _answer(session, url)
+            if answer is None:
                 await asyncio.sleep(0.05)
-            else:
-                seen.add(pid)
+            elif answer[1] == generation:
+                seen.add(answer[0])
     return seen
 
 
@@ -86,6 +89,10 @@ async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_e
                 chats += 1
             async with session.get(f"{url}/metrics") as response:
                 metrics = await response.text()
+        (tmp_path / "providers.yaml").write_text(f"server: {{port: {port}, shutdown_grace: 3}}\n{DEMO}"
+                                                 "routes:\n  fresh: [demo/echo]\n")
+        process.send_signal(signal.SIGHUP)  # the supervisor passes it on: each worker reloads
+        assert await _pids_seen(url, 2, generation=2) == survivors
         assert _chat_requests(metrics) == chats  # every worker's, the dead one's included
         environ = Path(f"/proc/{max(survivors)}/environ").read_bytes().split(b"\0")
         metrics_dir = next(Path(item.partition(b"=")[2].decode()) for item in environ
