@@ -46,7 +46,7 @@ def _check(path: str | None) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 2
+        return 1  # check found problems; serve's start-up failures are 2
     for provider in config.providers.values():
         if not provider.enabled:
             print(f"{config.source}: note: provider '{provider.name}' will be disabled until "

@@ -85,7 +85,7 @@ def test_check_invalid_file_lists_every_problem(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(INVALID, encoding="utf-8")
     result = run_gateway("check", "--config", str(path))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
     expected = {
@@ -105,7 +105,7 @@ def test_check_invalid_yaml(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("providers:\n  - name: demo\n    kind: demo: x\n", encoding="utf-8")
     result = run_gateway("check", "--config", str(path))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert re.search(r"line 3: .*YAML", result.stderr), result.stderr
 
 
@@ -113,13 +113,13 @@ def test_check_empty_file(tmp_path):
     path = tmp_path / "empty.yaml"
     path.write_text("", encoding="utf-8")
     result = run_gateway("check", "--config", str(path), timeout=20)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "providers" in result.stderr
 
 
 def test_check_missing_file(tmp_path):
     result = run_gateway("check", "--config", str(tmp_path / "absent.yaml"))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "cannot read" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -292,7 +292,7 @@ def test_cli_host_is_validated_like_the_config_s(tmp_path, host):
     assert len(result.stderr.splitlines()) == 1 and "--host" in result.stderr and "IP address" in result.stderr
     path.write_text(_serve_config(host, free_port()), encoding="utf-8")  # the same words for server.host
     result = run_gateway("check", "--config", str(path))
-    assert result.returncode == 2 and "server.host: must be an IP address" in result.stderr
+    assert result.returncode == 1 and "server.host: must be an IP address" in result.stderr
 
 
 @pytest.mark.parametrize("host", ["::1", "[::1]"])
@@ -369,5 +369,5 @@ def test_unset_variable_in_a_scalar_field_is_named_in_the_problem(tmp_path):
     path.write_text("server: {port: '${SURELY_UNSET_VAR_CLI}'}\n"
                     "providers:\n  - {name: demo, kind: demo, models: [echo]}\n", encoding="utf-8")
     result = run_gateway("check", "--config", str(path))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert f"{path}: line 1: server.port: SURELY_UNSET_VAR_CLI is not set" in result.stderr.splitlines()
