@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 
 from gateway.auth import hash_key
+from gateway.config import Config
 from tests.serving import BOUND, free_port, served
 
 OLD_KEY, NEW_KEY = "sk-old-client-key-0123456789", "sk-new-client-key-0123456789"
@@ -90,3 +91,56 @@ async def test_sighup_with_an_invalid_file_keeps_the_old_config_and_logs_its_pro
     text = log.read_text()
     assert "reload refused" in text and "server.port: must be an integer" in text
     assert "providers[0].kind" in text and "Traceback" not in text
+
+
+def _parsed(keys: str, limits: str = "") -> Config:
+    from gateway.config import parse_config
+
+    return parse_config("providers:\n  - {name: demo, kind: demo, models: [echo]}\n"
+                        f"middlewares: [normalize, ratelimit]\n{limits}keys:\n{keys}", "reload.yaml")
+
+
+def _key(name: str, rpm: int) -> str:
+    return f"  - {{id: {name}, sha256: {hash_key(name.encode())}, limits: {{requests_per_minute: {rpm}}}}}\n"
+
+
+async def test_reload_keeps_the_memory_budgets_of_keys_that_still_exist():
+    from gateway.limits import MemoryLimits, hand_over
+    from gateway.metrics import Metrics
+
+    old = _parsed(_key("kept", 5) + _key("gone", 5) + _key("changed", 5))
+    limiter = MemoryLimits(Metrics(old))
+    keys = {key.id: key for key in old.keys}
+    for name in keys:
+        await limiter.admit(keys[name], 1)
+    new = _parsed(_key("kept", 5) + _key("changed", 9))
+    assert hand_over(limiter, old, new) is limiter
+    assert set(limiter.states) == {"kept", "changed"}
+    assert limiter.states["kept"].requests.level == 4  # still spent: a reload is no way around a limit
+    assert limiter.states["changed"].requests.limit == 9
+
+
+async def test_reload_keeps_the_redis_client_when_the_url_did_not_change():
+    from gateway.limits import create_limiter, hand_over
+    from gateway.metrics import Metrics
+
+    redis = "limits: {backend: redis, url: 'redis://127.0.0.1:6390/0'}\n"
+    old = _parsed(_key("k", 5), redis)
+    limiter = create_limiter(old, Metrics(old))
+    try:
+        assert hand_over(limiter, old, _parsed(_key("k", 7), redis)) is limiter
+        moved = "limits: {backend: redis, url: 'redis://127.0.0.1:6391/0'}\n"
+        assert hand_over(limiter, old, _parsed(_key("k", 5), moved)) is None  # a new URL: a new client
+    finally:
+        await limiter.close()
+
+
+async def test_a_redis_limits_backend_is_pinged_at_start_and_its_state_logged(tmp_path):
+    port = free_port()
+    config = (f"server: {{port: {port}}}\nproviders:\n  - {{name: demo, kind: demo, models: [echo]}}\n"
+              f"middlewares: [normalize, ratelimit]\nlimits: {{backend: redis, url: 'redis://127.0.0.1:{free_port()}/0'}}\n"
+              f"keys:\n{_key('k', 5)}")
+    async with served(config, port, tmp_path) as (gateway, log):
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(BOUND) == 0
+    assert "limits backend: redis does not answer" in log.read_text()
