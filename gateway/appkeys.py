@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import aiohttp
 from aiohttp import web
@@ -59,5 +59,5 @@ def generation(request: web.BaseRequest) -> Generation:
     """The request's generation: read from the app on first use, the same one after."""
     found = request.get(_GENERATION)
     if found is None:
-        found = request[_GENERATION] = request.app[LIVE].current
+        found = request[_GENERATION] = cast(web.Request, request).app[LIVE].current  # a BaseRequest of the app
     return found

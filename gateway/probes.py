@@ -90,8 +90,8 @@ async def admin_health(request: web.Request) -> web.Response:
                             headers={**error.headers, "x-request-id": record.request_id})
     health = request.app[HEALTH]
     providers = {
-        p.name: {"kind": p.kind, "enabled": p.enabled, **({"missing_env": list(p.missing_env)} if p.missing_env else {}),
-                 **health.report(p)}
+        p.name: {"kind": p.kind, "enabled": p.enabled,
+                 **({"missing_env": list(p.missing_env)} if p.missing_env else {}), **health.report(p)}
         for p in gen.config.providers.values()
     }
     reasons = await not_ready(gen, health)

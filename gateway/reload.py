@@ -53,10 +53,9 @@ def setup_live(app: web.Application, config: Config) -> None:
             live.current = Generation(config, live.current.keys, limiter)
         yield
         retired = app[_RETIRED]
-        limiters = dict.fromkeys([*retired.limiters, live.current.limiter])
-        for limiter in limiters:
-            if limiter is not None:
-                await limiter.close()
+        last = live.current.limiter
+        for old in dict.fromkeys([*retired.limiters, *([last] if last is not None else [])]):
+            await old.close()
         for scope in retired.secret_scopes:
             await anext(scope, None)
 
@@ -92,9 +91,9 @@ async def reload(app: web.Application) -> bool:
             live.refused += 1
             return False
         config.server.host, config.server.port = old.config.server.host, old.config.server.port  # the sockets'
-        problem = exposure_problem(config.open_access, config.auth, config.server.host)
-        if problem:
-            log.error("reload refused: %s: %s; the running config stays", source, problem)
+        exposed = exposure_problem(config.open_access, config.auth, config.server.host)
+        if exposed:
+            log.error("reload refused: %s: %s; the running config stays", source, exposed)
             live.refused += 1
             return False
         limiter = hand_over(old.limiter, old.config, config) if wants_limiter(config) else None

@@ -138,7 +138,8 @@ async def test_reload_keeps_the_redis_client_when_the_url_did_not_change():
 async def test_a_redis_limits_backend_is_pinged_at_start_and_its_state_logged(tmp_path):
     port = free_port()
     config = (f"server: {{port: {port}}}\nproviders:\n  - {{name: demo, kind: demo, models: [echo]}}\n"
-              f"middlewares: [normalize, ratelimit]\nlimits: {{backend: redis, url: 'redis://127.0.0.1:{free_port()}/0'}}\n"
+              "middlewares: [normalize, ratelimit]\n"
+              f"limits: {{backend: redis, url: 'redis://127.0.0.1:{free_port()}/0'}}\n"
               f"keys:\n{_key('k', 5)}")
     async with served(config, port, tmp_path) as (gateway, log):
         gateway.send_signal(signal.SIGTERM)

@@ -114,7 +114,8 @@ async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_e
 
 
 def test_workers_refuse_the_memory_limits_backend(tmp_path):
-    keys = "middlewares: [normalize, ratelimit]\nkeys:\n  - {id: k, sha256: " + "ab" * 32 + ", limits: {requests_per_minute: 5}}\n"
+    keys = ("middlewares: [normalize, ratelimit]\nkeys:\n"
+            "  - {id: k, sha256: " + "ab" * 32 + ", limits: {requests_per_minute: 5}}\n")
     process, log = _start(tmp_path, f"server: {{port: {free_port()}}}\n{DEMO}{keys}", "--workers", "2")
     assert process.wait(BOUND) == 2
     lines = log.read_text().splitlines()
