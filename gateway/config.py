@@ -237,6 +237,8 @@ class _Loader:
         text = _expand(node.value, missing)
         for name in dict.fromkeys(missing):
             self.problem(path, f"{name} is not set")
+        if missing:
+            return node.value  # unexpanded: the field's own checks then add no second problem for it
         if node.style is None and _VAR.fullmatch(node.value):
             tag = self._scalars.resolve(yaml.ScalarNode, text, (True, False))
             if tag != "tag:yaml.org,2002:str":
