@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import IPNetwork
-from .appkeys import CONFIG
+from .appkeys import generation
 from .logfmt import FIELD_CAP, escape
 from .logsetup import ACCESS_ATTRIBUTE
 from .metrics import METRICS
@@ -129,7 +129,7 @@ def begin(request: web.Request) -> AccessRecord:
         given = request.headers.get("X-Request-Id", "")
         record = request[ACCESS] = AccessRecord(
             own_id=own_id, request_id=given if _REQUEST_ID.match(given) else own_id,
-            client=client_address(request, request.app[CONFIG].server.trusted_proxies)[:FIELD_CAP],
+            client=client_address(request, generation(request).config.server.trusted_proxies)[:FIELD_CAP],
             method=request.method[:20], path=request.path[:FIELD_CAP], started=time.monotonic())
     return record
 

@@ -9,17 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from .auth import setup_auth
 from .config import Config
 from .access_log import ACCESS, access_log
 from .cors import setup_cors
 from .errors import GatewayError
-from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
-from .limits import setup_limits
+from .appkeys import CONFIG, HEALTH, IN_FLIGHT, LIVE, SESSION, InFlight
 from .logfmt import escape
 from .metrics import METRICS, ObservedHealth, setup_metrics, upstream_timing
 from .playground import setup_playground
 from .redaction import redacting_logs
+from .reload import setup_live
 from .shared_health import shared_health
 from .routes import SERVED_ENDPOINTS, error_response, setup_routes
 
@@ -61,7 +60,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     # One pool for all providers. No connection cap: every live stream holds its own connection.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
     session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
-                                    trace_configs=[upstream_timing(app[METRICS], app[CONFIG])])
+                                    trace_configs=[upstream_timing(app[METRICS], lambda: app[LIVE].current.config)])
     app[SESSION] = session
     yield
     await session.close()
@@ -106,8 +105,7 @@ def create_app(config: Config) -> web.Application:
     setup_routes(app)
     setup_playground(app, config.server)
     setup_cors(app, config.server.cors)
-    setup_auth(app, config)
-    setup_limits(app, config, metrics)
+    setup_live(app, config)
     if config.limits.backend == "redis":  # every instance skips a provider that one of them found failing
         app.cleanup_ctx.append(shared_health())
     disabled = [f"{p.name} ({' and '.join(p.missing_env)})" for p in config.providers.values() if not p.enabled]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import aiohttp
 from aiohttp import web
 
 from .config import Config
 from .health import Health
+
+if TYPE_CHECKING:
+    from .auth import KeyTable
+    from .limits.base import LimitBackend
 
 CONFIG = web.AppKey("config", Config)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
@@ -26,3 +31,33 @@ class InFlight:
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One loaded providers.yaml and what is built from it; a reload (SIGHUP) makes a new one."""
+    config: Config
+    keys: KeyTable
+    limiter: LimitBackend | None  # None: no key has limits
+    number: int = 1
+
+
+class Live:
+    """The generation new requests get. A request reads it once (generation()) and keeps it to its end,
+    so that a stream begun before a reload finishes on the config it began with."""
+
+    def __init__(self, current: Generation) -> None:
+        self.current = current
+        self.refused = 0  # reloads refused for problems in the file (shown in /admin/health)
+
+
+LIVE = web.AppKey("live", Live)
+_GENERATION = web.RequestKey("generation", Generation)
+
+
+def generation(request: web.BaseRequest) -> Generation:
+    """The request's generation: read from the app on first use, the same one after."""
+    found = request.get(_GENERATION)
+    if found is None:
+        found = request[_GENERATION] = cast(web.Request, request).app[LIVE].current  # a BaseRequest of the app
+    return found

@@ -10,11 +10,10 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from .config import ClientKey, Config
+from .config import ClientKey
 from .context import RequestContext
 from .errors import GatewayError
-from .appkeys import CONFIG
-from .limits import LIMITER
+from .appkeys import generation
 
 
 def hash_key(key: bytes) -> str:
@@ -55,9 +54,6 @@ def _compile(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
 
 
-KEY_TABLE = web.AppKey("key_table", KeyTable)
-
-
 
 def _missing_key() -> GatewayError:
     return GatewayError(401, "You didn't provide an API key: send it in an Authorization header as 'Bearer <key>'.",
@@ -69,13 +65,9 @@ def _invalid_key() -> GatewayError:  # never names the key: it may be a real one
                         code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def setup_auth(app: web.Application, config: Config) -> None:
-    app[KEY_TABLE] = KeyTable(config.keys)
-
-
 def authenticate(request: web.Request) -> ClientKey | None:
     """The calling key; None when the gateway serves without keys. A missing or unknown key is a 401."""
-    table = request.app[KEY_TABLE]
+    table = generation(request).keys
     if not table:
         return None
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
@@ -94,9 +86,9 @@ def authorize(request: web.Request, ctx: RequestContext, key: ClientKey | None) 
     ctx.client = key
     if key is None:
         return
-    ctx.settings["ratelimit"] = request.app.get(LIMITER, None)
-    table = request.app[KEY_TABLE]
-    if ctx.requested_model in request.app[CONFIG].routes and table.allows(key, ctx.requested_model):
+    ctx.settings["ratelimit"] = generation(request).limiter
+    table = generation(request).keys
+    if ctx.requested_model in generation(request).config.routes and table.allows(key, ctx.requested_model):
         return  # a route allowed by name: the operator chose its targets, so every one of them is allowed
     # Anything else is checked against the targets that would serve it, never the string the client wrote
     # (which may look like an allowed '<provider>/*' and be served by another provider); and only the allowed
@@ -113,5 +105,5 @@ def allowed_models(request: web.Request, key: ClientKey | None, models: list[tup
     """GET /models for a key: only what its allow-list lets it call."""
     if key is None:
         return models
-    table = request.app[KEY_TABLE]
+    table = generation(request).keys
     return [(model, owner) for model, owner in models if table.allows(key, model)]

@@ -7,8 +7,8 @@ import logging
 import sys
 
 from . import __version__
-from .config import (DEFAULT_CONFIG, LOG_LEVELS, ConfigError, exposure_problem, host_problem, is_loopback,
-                     load_config)
+from .config import (DEFAULT_CONFIG, LOG_LEVELS, Config, ConfigError, exposure_problem, host_problem,
+                     is_loopback, listen_url, load_config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: the config's server.port, else 8080)")
     serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
                        help="overrides the config's logging.level (default INFO)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes on the one port, kept by a supervisor (default 1: no supervisor)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a supervisor's worker
     check = commands.add_parser("check", help="validate a config and print each problem with its place")
     check.add_argument("--config", default=None, help=f"providers.yaml to check (default: {DEFAULT_CONFIG})")
     commands.add_parser("hash-key", help="print the sha256 of a client key read from stdin, for keys[].sha256")
@@ -43,7 +46,7 @@ def _check(path: str | None) -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         print(f"{exc.source}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 1
+        return 1  # check found problems; serve's start-up failures are 2
     for provider in config.providers.values():
         if not provider.enabled:
             print(f"{config.source}: note: provider '{provider.name}' will be disabled until "
@@ -72,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return 2
     from .logsetup import configure
 
     configure(args.log_level or config.logging.level, config.logging.format)
@@ -80,17 +83,22 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.host is not None and host_problem(args.host):  # the config's own host is checked with the config
         print(f"gateway serve: --host {args.host!r}: {host_problem(args.host)}", file=sys.stderr)
-        return 1
+        return 2
     host = (args.host or config.server.host).strip("[]")  # [::1] as in a URL: the address is ::1
     port = args.port if args.port is not None else config.server.port
     if not 0 <= port <= 65535:  # the config's own port is checked with the config
         print(f"gateway serve: --port {port}: must be between 0 and 65535", file=sys.stderr)
-        return 1
+        return 2
     config.server.host = host  # what depends on the address (the playground's default) follows --host
     problem = exposure_problem(config.open_access, config.auth, host)
     if problem:  # --host may differ from the config's own server.host
         print(f"{config.source}: --host: {problem}", file=sys.stderr)
-        return 1
+        return 2
+    if args.workers < 1:
+        print(f"gateway serve: --workers {args.workers}: must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _supervise(args, config, host, port)
     if config.open_access and not is_loopback(host):
         logging.getLogger("gateway").warning("auth: none: serving %s without client keys, anyone who reaches it "
                                              "can use every provider", host)
@@ -103,8 +111,35 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import ListenError, serve
 
     try:
-        serve(create_app(config), host, port, loop=loop)
+        serve(create_app(config), host, port, loop=loop, reuse_port=args.worker)
     except ListenError as exc:
         print(f"gateway serve: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
+
+
+def _supervise(args: argparse.Namespace, config: Config, host: str, port: int) -> int:
+    """`--workers N`: reserves the address, then a supervisor runs N `gateway serve --worker` processes."""
+    from .limits import wants_limiter
+    from .supervisor import ReserveError, Supervisor, reserve
+
+    if wants_limiter(config) and config.limits.backend == "memory":
+        # each worker would count its own budgets: a key would get N times its limits, unpredictably
+        print(f"gateway serve: --workers {args.workers}: limits.backend memory counts each worker apart (a key "
+              f"would get up to {args.workers} times its limits): set limits.backend: redis, or run one worker",
+              file=sys.stderr)
+        return 2
+    try:
+        sockets, port = reserve(host, port)
+    except ReserveError as exc:
+        print(f"gateway serve: {exc}", file=sys.stderr)
+        return 2
+    worker_args = ["--config", str(config.source), "--host", host, "--port", str(port), "--worker"]
+    if args.log_level:
+        worker_args += ["--log-level", args.log_level]
+    logging.getLogger("gateway").info("supervising %d workers on %s", args.workers, listen_url(host, port))
+    try:
+        return Supervisor(worker_args, args.workers).run()
+    finally:
+        for sock in sockets:
+            sock.close()

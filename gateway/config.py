@@ -17,6 +17,9 @@ from .redaction import header_secrets, url_secrets
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# fields whose parser expands `${VAR}` itself: an unset variable there disables the provider (or is worded
+# without echoing a secret), it is not a load problem
+_EXPANDS_ITSELF = re.compile(r"^(providers\[\d+\]\.(base_url|api_key|headers\..+)|limits\.url)$")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -114,6 +117,7 @@ class ServerConfig:
     playground: bool | None = None  # None: on when serving on loopback
     # peers whose X-Forwarded-For / X-Real-IP name the client (nginx); anyone else is logged as the peer itself
     trusted_proxies: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    admin_keys: frozenset[str] = frozenset()  # sha256 hex of keys that may read /admin/health (as keys[].sha256)
 
     @property
     def playground_enabled(self) -> bool:
@@ -222,7 +226,25 @@ class _Loader:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self._value(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str" and "${" in node.value \
+                and not _EXPANDS_ITSELF.match(path):
+            return self._expanded(node, path)
         return self._scalars.construct_object(node, deep=True)
+
+    def _expanded(self, node: yaml.ScalarNode, path: str) -> Any:
+        """`${VAR}` in any scalar: an unset variable is a problem that names it; a plain (unquoted) value
+        made of one variable takes the type its text has, so that `port: ${PORT}` is a number."""
+        missing: list[str] = []
+        text = _expand(node.value, missing)
+        for name in dict.fromkeys(missing):
+            self.problem(path, f"{name} is not set")
+        if missing:
+            return node.value  # unexpanded: the field's own checks then add no second problem for it
+        if node.style is None and _VAR.fullmatch(node.value):
+            tag = self._scalars.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]  # PyYAML stubs leave it untyped
+            if tag != "tag:yaml.org,2002:str":
+                return self._scalars.construct_object(yaml.ScalarNode(tag, text), deep=True)
+        return text
 
     def problem(self, path: str, message: str) -> None:
         line = self.lines.get(path)
@@ -325,7 +347,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
                            ("host", "port", "sse_keepalive", "max_body_bytes", "shutdown_grace", "request_timeout",
-                            "send_timeout", "cors", "playground", "trusted_proxies"))
+                            "send_timeout", "cors", "playground", "trusted_proxies", "admin_keys"))
     if "host" in raw_server and v.string(raw_server["host"], "server.host"):
         problem = host_problem(raw_server["host"])
         if problem:
@@ -352,6 +374,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             loader.problem("server.playground", "must be true or false")
     if "trusted_proxies" in raw_server:
         server.trusted_proxies = _trusted_proxies(v, raw_server["trusted_proxies"], "server.trusted_proxies")
+    if "admin_keys" in raw_server:
+        server.admin_keys = _admin_keys(v, raw_server["admin_keys"])
 
     providers: dict[str, ProviderConfig] = {}
     raw_providers = root.get("providers", [])
@@ -698,6 +722,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(source), [Problem("", None, f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(source), [Problem("", None, f"cannot read: not UTF-8 text (byte {exc.start})")]) from None
     return parse_config(text, str(source))
 
 
@@ -712,6 +738,20 @@ def _trusted_proxies(v: _Validator, raw: Any, path: str) -> tuple[IPNetwork, ...
         except ValueError:
             v.ld.problem(f"{path}[{i}]", "must be an IP address or a CIDR such as 10.0.0.0/8")
     return tuple(networks)
+
+
+def _admin_keys(v: _Validator, raw: Any) -> frozenset[str]:
+    if not isinstance(raw, list):
+        v.ld.problem("server.admin_keys", "must be a list of sha256 hex digests (gateway hash-key prints one)")
+        return frozenset()
+    digests = set()
+    for i, digest in enumerate(raw):
+        if isinstance(digest, str) and _SHA256_HEX.match(digest):
+            digests.add(digest.lower())
+        else:
+            v.ld.problem(f"server.admin_keys[{i}]",
+                         "must be the 64 hex digits of the key's SHA-256 (gateway hash-key prints it)")
+    return frozenset(digests)
 
 
 def _logging(v: _Validator, raw: Any) -> LoggingConfig:

@@ -8,6 +8,7 @@ when shaped like the gateway's codes, keys by their configured id.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
+                               disable_created_metrics, generate_latest, multiprocess)
 
 from .config import Config, ProviderConfig
 from .health import Health
@@ -34,22 +35,34 @@ _TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
 
 
 def make_registry() -> CollectorRegistry:
-    """The one place the registry is chosen: `--workers` (prometheus-client's multiprocess mode, with
-    PROMETHEUS_MULTIPROC_DIR) plugs in here."""
+    """The registry the metrics are made in. Under `--workers` (PROMETHEUS_MULTIPROC_DIR set by the
+    supervisor, before prometheus_client is imported) their values live in that directory's files."""
     # The *_created series double the output and say nothing an operator asks. (Unannotated upstream.)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     return CollectorRegistry()
 
 
+def exposed_registry(own: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics serves: this process's registry, or under `--workers` the sum of every worker's files."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return own
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated upstream
+    return registry
+
+
 class Metrics:
     def __init__(self, config: Config | None = None) -> None:
         r = self.registry = make_registry()
+        self.exposed = exposed_registry(r)
         self.requests = Counter("gateway_requests", "Requests by endpoint, provider and model that answered, "
                                 "HTTP status and outcome", ("endpoint", "provider", "model", "status", "outcome"),
                                 registry=r)
         self.key_requests = Counter("gateway_key_requests", "Requests by client key id and outcome",
                                     ("key", "outcome"), registry=r)
-        self.streams_in_flight = Gauge("gateway_streams_in_flight", "Streaming completions open now", registry=r)
+        self.streams_in_flight = Gauge("gateway_streams_in_flight", "Streaming completions open now", registry=r,
+                                       multiprocess_mode="livesum")  # of the workers alive
         self.first_chunk = Histogram("gateway_time_to_first_chunk_seconds",
                                      "Seconds from a stream's request to its first chunk sent", ("provider",),
                                      buckets=_LATENCY_BUCKETS, registry=r)
@@ -151,10 +164,18 @@ class ObservedHealth(Health):
             self._metrics.cooldowns.labels(provider.name).inc()
 
 
-def upstream_timing(metrics: Metrics, config: Config) -> aiohttp.TraceConfig:
-    """Times each upstream call to its response headers, labelled by the provider whose base_url it is."""
-    bases = sorted(((p.base_url.rstrip("/"), p.name) for p in config.providers.values() if p.base_url),
-                   key=lambda item: len(item[0]), reverse=True)
+def upstream_timing(metrics: Metrics, current: Callable[[], Config]) -> aiohttp.TraceConfig:
+    """Times each upstream call to its response headers, labelled by the provider whose base_url it is
+    in the config `current()` gives (the live one: a reload's new providers are timed too)."""
+    seen: list[tuple[Config | None, list[tuple[str, str]]]] = [(None, [])]
+
+    def bases() -> list[tuple[str, str]]:
+        config = current()
+        if seen[0][0] is not config:  # rebuilt once per config, not per call
+            seen[0] = (config, sorted(((p.base_url.rstrip("/"), p.name) for p in config.providers.values()
+                                       if p.base_url), key=lambda item: len(item[0]), reverse=True))
+        return seen[0][1]
+
     trace = aiohttp.TraceConfig()
 
     async def started(_session: aiohttp.ClientSession, context: SimpleNamespace,
@@ -164,7 +185,7 @@ def upstream_timing(metrics: Metrics, config: Config) -> aiohttp.TraceConfig:
     async def answered(_session: aiohttp.ClientSession, context: SimpleNamespace,
                        params: aiohttp.TraceRequestEndParams) -> None:
         url = str(params.url)
-        name = next((name for base, name in bases if url.startswith(base)), None)
+        name = next((name for base, name in bases() if url.startswith(base)), None)
         if name is not None and hasattr(context, "started"):  # other calls (a moderation service) are not timed
             metrics.upstream_first_byte.labels(name).observe(time.monotonic() - context.started)
 
@@ -177,7 +198,7 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    body = generate_latest(request.app[METRICS].exposed)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,4 +1,4 @@
-"""HTTP handlers: /v1 and /v2 chat and text completions, models, health."""
+"""HTTP handlers: /v1 and /v2 chat and text completions, models (the probes: gateway/probes.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .config import Config
 from .context import RequestContext
 from . import failover
 from .errors import GatewayError, invalid_param
-from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION
+from .appkeys import HEALTH, IN_FLIGHT, SESSION, generation
 from .logfmt import FIELD_CAP
 from .metrics import METRICS
 from .pipeline import Chain
@@ -49,7 +49,7 @@ def error_response(error: GatewayError, request_id: str | None = None) -> web.Re
 
 
 async def _read_json(request: web.Request) -> object:
-    server = request.app[CONFIG].server
+    server = generation(request).config.server
     raw = await read_body(request, server.max_body_bytes, server.request_timeout)
     try:
         return orjson.loads(raw)
@@ -78,7 +78,7 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
 
 
 async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
-    config = request.app[CONFIG]
+    config = generation(request).config
     record = begin(request)
     record.endpoint = endpoint
     key = None
@@ -232,7 +232,7 @@ def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
 
 
 async def _open(request: web.Request, ctx: RequestContext, keepalive: float, record: AccessRecord) -> EventStream:
-    response = EventStream(keepalive, request.app[CONFIG].server.send_timeout)
+    response = EventStream(keepalive, generation(request).config.server.send_timeout)
     record.status = 200  # what the client got, whatever happens to the stream after
     response.headers["x-request-id"] = ctx.request_id
     response.headers.update(ctx.response_headers)
@@ -279,39 +279,13 @@ async def models(request: web.Request) -> web.Response:
         record.outcome = error.code
         return error_response(error, record.request_id)
     record.key = key.id if key else None
-    config = request.app[CONFIG]
+    config = generation(request).config
     listed = listed_models(config)
     at = len(listed) - len(config.routes)  # the providers' models, then the routes
     listed[at:at] = await request.app[PROVIDER_MODELS].listed(config, request.app[SESSION])
     data = [{"id": model, "object": "model", "created": 0, "owned_by": owner}
             for model, owner in allowed_models(request, key, listed)]
     return web.json_response({"object": "list", "data": data}, dumps=lambda o: orjson.dumps(o).decode())
-
-
-async def healthz(request: web.Request) -> web.Response:
-    begin(request).endpoint = "healthz"
-    if not request.query.get("verbose"):
-        return web.json_response({"status": "ok"})
-    config = request.app[CONFIG]
-    health = request.app[HEALTH]
-    providers = {
-        p.name: {"kind": p.kind, "enabled": p.enabled, **({"missing_env": list(p.missing_env)} if p.missing_env else {}),
-                 **health.report(p)}
-        for p in config.providers.values()
-    }
-    return web.json_response({"status": "ok", "providers": providers, "runtime": _runtime(request.app)},
-                             dumps=lambda o: orjson.dumps(o).decode())
-
-
-def _runtime(app: web.Application) -> dict:
-    """What a leak would show: requests in flight, upstream connections held, asyncio tasks alive."""
-    connector = app[SESSION].connector
-    return {
-        "in_flight": len(app[IN_FLIGHT].tasks),
-        "upstream_connections": len(getattr(connector, "_acquired", ())),  # checked out of the pool now
-        "upstream_pooled": sum(len(idle) for idle in getattr(connector, "_conns", {}).values()),  # idle keep-alive
-        "tasks": len(asyncio.all_tasks()),
-    }
 
 
 async def continue_after_auth(request: web.Request) -> web.StreamResponse | None:
@@ -349,4 +323,6 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_post(f"{prefix}/chat/completions", chat_completions, expect_handler=continue_after_auth)
         app.router.add_post(f"{prefix}/completions", completions, expect_handler=continue_after_auth)
         app.router.add_get(f"{prefix}/models", models)
-    app.router.add_get("/healthz", healthz)
+    from .probes import setup_probes  # /healthz, /readyz, /admin/health
+
+    setup_probes(app)

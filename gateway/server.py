@@ -156,13 +156,15 @@ class ListenError(Exception):
     """The address cannot be served: in use, not on this host, unknown."""
 
 
-def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEventLoop | None = None,
+          reuse_port: bool = False) -> None:
     """web.run_app's life cycle through GatewayRunner: serves until SIGINT or SIGTERM, then shuts down
-    within server.shutdown_grace; a ListenError when the address cannot be listened on."""
+    within server.shutdown_grace; a ListenError when the address cannot be listened on. `reuse_port`:
+    a worker of `--workers`, sharing the port with the others (gateway/supervisor.py)."""
     loop = loop or asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(_serve(app, host, port))
+        loop.run_until_complete(_serve(app, host, port, reuse_port))
     finally:
         remaining = asyncio.all_tasks(loop)
         for task in remaining:
@@ -172,14 +174,14 @@ def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEven
         loop.close()
 
 
-def _listen(host: str, port: int) -> list[socket.socket]:
+def _listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Sockets listening on every address `host` names, opened before the app starts: an address that
     cannot be served fails here, with nothing started to undo."""
     sockets: list[socket.socket] = []
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         for family, address in dict.fromkeys((info[0], info[4]) for info in infos):
-            sockets.append(socket.create_server(address, family=family, backlog=128))
+            sockets.append(socket.create_server(address, family=family, backlog=128, reuse_port=reuse_port))
     except (OSError, OverflowError) as exc:
         for sock in sockets:
             sock.close()
@@ -189,8 +191,8 @@ def _listen(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
-    sockets = _listen(host, port)
+async def _serve(app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
+    sockets = _listen(host, port, reuse_port)
     try:
         runner = GatewayRunner(app)
         await runner.setup()
@@ -198,7 +200,7 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
             log.info("listening on %s", listen_url(host, sockets[0].getsockname()[1]))
-            await _until_signalled()
+            await _until_signalled(app)
         finally:
             await runner.cleanup()
     finally:
@@ -206,13 +208,26 @@ async def _serve(app: web.Application, host: str, port: int) -> None:
             sock.close()
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(app: web.Application) -> None:
+    """Serves until SIGINT or SIGTERM; each SIGHUP reloads the config file (gateway/reload.py)."""
+    from .reload import reload
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(reload(app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        for task in reloads:
+            await asyncio.gather(task, return_exceptions=True)

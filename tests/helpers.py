@@ -169,7 +169,7 @@ async def assert_nothing_left(gateway, upstream) -> None:
     """No reply still running on the fake, no connection held by the gateway, no gateway task alive."""
     async with asyncio.timeout(BOUND):
         while True:
-            runtime = (await (await gateway.get("/healthz?verbose=1")).json())["runtime"]
+            runtime = (await (await gateway.get("/admin/health")).json())["runtime"]
             if upstream.active == 0 and runtime["in_flight"] == 0 and runtime["upstream_connections"] == 0:
                 break
             await asyncio.sleep(0.02)

@@ -203,25 +203,25 @@ async def test_serve_host_and_port_flags_override_the_config(tmp_path):
     assert f"listening on http://127.0.0.1:{port}" in stderr
 
 
-def test_serve_invalid_config_exits_1(tmp_path):
+def test_serve_invalid_config_exits_2(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(INVALID, encoding="utf-8")
     result = run_gateway("serve", "--config", str(path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "providers[0].colour" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536"])
-def test_serve_port_out_of_range_is_one_line_and_exit_1(tmp_path, port):
+def test_serve_port_out_of_range_is_one_line_and_exit_2(tmp_path, port):
     path = tmp_path / "serve.yaml"
     path.write_text(_serve_config("127.0.0.1", free_port()), encoding="utf-8")
     result = run_gateway("serve", "--config", str(path), "--port", port)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == [f"gateway serve: --port {port}: must be between 0 and 65535"]
 
 
-def test_serve_port_in_use_is_one_line_and_exit_1(tmp_path):
+def test_serve_port_in_use_is_one_line_and_exit_2(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -229,18 +229,18 @@ def test_serve_port_in_use_is_one_line_and_exit_1(tmp_path):
         path = tmp_path / "serve.yaml"
         path.write_text(_serve_config("127.0.0.1", port), encoding="utf-8")
         result = run_gateway("serve", "--config", str(path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.splitlines() == [f"gateway serve: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
-def test_serve_host_not_on_this_machine_is_one_line_and_exit_1(tmp_path):
+def test_serve_host_not_on_this_machine_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "serve.yaml"
     keyed = (f"server: {{host: 192.0.2.1, port: {free_port()}}}\n"  # TEST-NET-1: on no host
              "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n"
              f"keys:\n  - {{id: k, sha256: {'ab' * 32}}}\n")
     path.write_text(keyed, encoding="utf-8")
     result = run_gateway("serve", "--config", str(path))
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("gateway serve: cannot listen on 192.0.2.1:"), result.stderr
 
@@ -250,7 +250,7 @@ def test_cli_host_is_validated_like_the_config_s(tmp_path, host):
     path = tmp_path / "serve.yaml"
     path.write_text(_serve_config("127.0.0.1", free_port()), encoding="utf-8")
     result = run_gateway("serve", "--config", str(path), f"--host={host}")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "--host" in result.stderr and "IP address" in result.stderr
     path.write_text(_serve_config(host, free_port()), encoding="utf-8")  # the same words for server.host
     result = run_gateway("check", "--config", str(path))
@@ -285,3 +285,51 @@ def test_serve_log_level_flag_overrides_the_config_s_logging_level(tmp_path):
     assert "disabled" not in quiet.stderr
     warning = next(line for line in loud.stderr.splitlines() if "disabled" in line)
     assert orjson.loads(warning)["level"] == "WARNING"
+
+
+# ----------------------------------------------------------------------- start-up failures, ${VAR}
+
+def test_serve_missing_config_is_one_line_and_exit_2(tmp_path):
+    result = run_gateway("serve", "--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(tmp_path / "absent.yaml")), lines
+    assert lines[0].endswith("cannot read: No such file or directory") and "Traceback" not in result.stderr
+
+
+def test_serve_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"providers:\n  - {name: d\xe9mo, kind: demo}\n")
+    result = run_gateway("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "not UTF-8" in result.stderr, result.stderr
+
+
+def test_serve_config_that_is_a_directory_is_one_line_and_exit_2(tmp_path):
+    result = run_gateway("serve", "--config", str(tmp_path))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "cannot read" in result.stderr, result.stderr
+
+
+async def test_serve_port_from_an_environment_variable(tmp_path):
+    port = free_port()
+    path = tmp_path / "serve.yaml"
+    path.write_text("server:\n  port: ${GATEWAY_TEST_PORT}\n  shutdown_grace: 2\n"
+                    "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n", encoding="utf-8")
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path)], cwd=REPO,
+                               env={**_env(), "GATEWAY_TEST_PORT": str(port)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        await _wait_healthy(process, f"http://127.0.0.1:{port}")
+    finally:
+        code, stderr = _stop(process) if process.poll() is None else (process.returncode, process.stderr.read())
+    assert code == 0, stderr
+
+
+def test_unset_variable_in_a_scalar_field_is_named_in_the_problem(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("server: {port: '${SURELY_UNSET_VAR_CLI}'}\n"
+                    "providers:\n  - {name: demo, kind: demo, models: [echo]}\n", encoding="utf-8")
+    result = run_gateway("check", "--config", str(path))
+    assert result.returncode == 1
+    assert f"{path}: line 1: server.port: SURELY_UNSET_VAR_CLI is not set" in result.stderr.splitlines()

@@ -54,7 +54,7 @@ async def assert_nothing_left(gateway, tasks_before: set[asyncio.Task]) -> None:
     """No request in flight, no upstream connection held, and no task beyond those from before the request."""
 
     async def runtime_quiet() -> bool:
-        runtime = (await (await gateway.get("/healthz?verbose=1")).json())["runtime"]
+        runtime = (await (await gateway.get("/admin/health")).json())["runtime"]
         return runtime["in_flight"] == 0 and runtime["upstream_connections"] == 0
 
     async def no_new_tasks() -> bool:
@@ -202,7 +202,7 @@ async def test_a_client_that_stops_reading_holds_the_upstream_back(upstream, gat
 
 
 async def provider_health(gateway) -> dict:
-    return (await (await gateway.get("/healthz?verbose=1")).json())["providers"]["up"]
+    return (await (await gateway.get("/admin/health")).json())["providers"]["up"]
 
 
 def quiescent_check(upstream, gateway):

@@ -124,7 +124,7 @@ async def test_a_long_retry_after_moves_on_at_once(upstream, resilient):
     response = await stream(resilient, model="both")
     assert response.status == 200
     assert len(upstream.received) == 2, "a retry-after past the cap is not waited for"
-    health = (await (await resilient.get("/healthz?verbose=1")).json())["providers"]["ant"]
+    health = (await (await resilient.get("/admin/health")).json())["providers"]["ant"]
     assert health["state"] == "cooling_down" and health["cooldown_seconds_left"] > 100
 
 
@@ -176,7 +176,7 @@ async def test_a_failing_provider_cools_down_and_the_fallback_answers_first(upst
     response = await stream(gateway, model="both")
     assert contents(await read_events(response)) == "Hello"
     assert upstream.received[-1].path == "/v1/chat/completions" and len(upstream.received) == 5
-    verbose = await (await gateway.get("/healthz?verbose=1")).json()
+    verbose = await (await gateway.get("/admin/health")).json()
     assert verbose["providers"]["ant"]["state"] == "cooling_down"
     assert verbose["providers"]["ant"]["consecutive_failures"] == 2
     assert verbose["providers"]["ant"]["last_error"] == "upstream_error"
@@ -194,7 +194,7 @@ async def test_a_success_clears_the_failure_count(upstream, make_gateway):
     for reply in (failure(500), Reply(steps=[ANSWER]), failure(500), Reply(steps=[ANSWER])):
         upstream.queue(reply)
         await (await stream(gateway)).read()
-    verbose = await (await gateway.get("/healthz?verbose=1")).json()
+    verbose = await (await gateway.get("/admin/health")).json()
     assert verbose["providers"]["up"]["state"] == "ok"
     assert verbose["providers"]["up"]["failures"] == 2 and verbose["providers"]["up"]["successes"] == 2
 

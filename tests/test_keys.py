@@ -423,7 +423,7 @@ def test_serve_refuses_a_keyless_host_flag(tmp_path):
     path = tmp_path / "open.yaml"
     path.write_text(f"server: {{host: 127.0.0.1}}\n{PROVIDERS}")
     result = _gateway("serve", "--config", str(path), "--host", "0.0.0.0")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--host: serving 0.0.0.0 without client keys" in result.stderr
     assert "Traceback" not in result.stderr
 

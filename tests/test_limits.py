@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from gateway.config import ClientKey, KeyLimits
 from gateway.context import RequestContext
 from gateway.appkeys import CONFIG
-from gateway.limits import LIMITER, MemoryLimits
+from gateway.appkeys import LIVE
+from gateway.limits import MemoryLimits
 from gateway.metrics import Metrics
 from gateway.pipeline import Chain
 from gateway.pipeline.ratelimit import DEFAULT_COMPLETION_TOKENS, estimate_tokens, used_tokens
@@ -55,12 +56,12 @@ def answer(upstream, total: int = 7) -> None:
 async def limited(make_gateway):
     """A gateway with limited keys whose clock stands still, so that every budget figure is exact."""
     gateway = await make_gateway(extra=KEYS)
-    gateway.server.app[LIMITER].clock = lambda: 1000.0
+    gateway.server.app[LIVE].current.limiter.clock = lambda: 1000.0
     return gateway
 
 
 def limiter(gateway) -> MemoryLimits:
-    return gateway.server.app[LIMITER]
+    return gateway.server.app[LIVE].current.limiter
 
 
 async def released(gateway, key_id: str = "solo") -> None:

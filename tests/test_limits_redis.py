@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from gateway.app import create_app
 from gateway.config import ClientKey, KeyLimits, parse_config
 from gateway.errors import GatewayError
-from gateway.limits import LIMITER, Admission
+from gateway.appkeys import LIVE
+from gateway.limits import Admission
 from gateway.limits.redis_backend import RedisLimits
 from gateway.metrics import Metrics
 from tests.conftest import gateway_yaml
@@ -253,7 +254,7 @@ async def test_client_disconnect_gives_the_redis_slot_back(make_instance, upstre
     assert await redis.zcard(SOLO_SLOTS) == 1
     response.connection.transport.abort()
     await until(lambda: _zero(redis.zcard(SOLO_SLOTS)), "the slot is given back")
-    assert not gateway.server.app[LIMITER].held
+    assert not gateway.server.app[LIVE].current.limiter.held
 
 
 async def test_server_shutdown_gives_the_redis_slot_back(aiohttp_server, tmp_path, redis_url, redis):

@@ -177,7 +177,7 @@ async def test_models_and_health(gateway):
     assert "demo/echo" in ids and "chat" in ids
     assert models["object"] == "list"
     assert (await (await gateway.get("/healthz")).json()) == {"status": "ok"}
-    verbose = await (await gateway.get("/healthz?verbose=1")).json()
+    verbose = await (await gateway.get("/admin/health")).json()
     assert verbose["providers"]["up"]["enabled"] is True
     assert verbose["runtime"]["in_flight"] == 0 and verbose["runtime"]["upstream_connections"] == 0
 

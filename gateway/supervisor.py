@@ -1,0 +1,149 @@
+"""`gateway serve --workers N`: N worker processes on one port, and the supervisor that keeps them.
+
+Each worker is a `gateway serve` of its own that listens with SO_REUSEPORT, so that the kernel spreads
+new connections over them. The supervisor binds the address first without listening: that reserves
+the port (a port 0 becomes a real one every worker shares), and an address that cannot be served fails
+once, before any worker starts. It restarts a worker that dies, forwards SIGHUP (reload) to each, and
+on SIGTERM or SIGINT sends each a SIGTERM and waits: every worker drains within its own shutdown grace.
+
+Prometheus: the workers write their samples to files in a directory the supervisor makes
+(PROMETHEUS_MULTIPROC_DIR, prometheus-client's multiprocess mode), so that /metrics, whichever worker
+answers it, adds up every worker's; the directory goes when the supervisor ends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from .config import listen_url
+
+log = logging.getLogger("gateway.supervisor")
+
+POLL = 0.2  # seconds between looks at the workers: a restart is never urgent to the millisecond
+QUICK_DEATH = 2.0  # a worker that dies this soon after its start is restarted only after a pause
+_PR_SET_PDEATHSIG = 1
+
+
+class ReserveError(Exception):
+    """The address cannot be served: in use, not on this host, unknown."""
+
+
+def reserve(host: str, port: int) -> tuple[list[socket.socket], int]:
+    """Bound (not listening) SO_REUSEPORT sockets on every address of `host`, and the port they hold."""
+    sockets: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((info[0], info[4]) for info in infos):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # every address on the port the first one got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except (OSError, OverflowError) as exc:
+        for sock in sockets:
+            sock.close()
+        reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+        raise ReserveError(f"cannot listen on {listen_url(host, port).removeprefix('http://')}: {reason}") from None
+    return sockets, sockets[0].getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: a SIGTERM when the supervisor goes (even by SIGKILL), so no worker
+    is left serving alone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: a killed supervisor leaves its workers to the service manager
+
+
+class Supervisor:
+    def __init__(self, worker_args: list[str], workers: int) -> None:
+        self.worker_args = worker_args
+        self.count = workers
+        self.workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # pid -> (process, started)
+        self.stopping = False
+        self.metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
+
+    def _start_one(self) -> None:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", *self.worker_args], env=self.env,
+                                   preexec_fn=_die_with_parent)
+        self.workers[process.pid] = (process, time.monotonic())
+        log.info("worker %d started", process.pid)
+
+    def _signal_all(self, signum: int) -> None:
+        for process, _ in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    def _stop(self, _signum: int, _frame: object) -> None:
+        if not self.stopping:
+            self.stopping = True
+            log.info("stopping %d worker(s)", len(self.workers))
+            self._signal_all(signal.SIGTERM)
+
+    def _hangup(self, _signum: int, _frame: object) -> None:
+        log.info("SIGHUP: each worker reloads its config")
+        self._signal_all(signal.SIGHUP)
+
+    def run(self) -> int:
+        """Until SIGTERM or SIGINT and every worker's end: 0 when each ended cleanly."""
+        previous = {signum: signal.signal(signum, handler) for signum, handler in
+                    ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop), (signal.SIGHUP, self._hangup))}
+        failed = False
+        try:
+            for _ in range(self.count):
+                self._start_one()
+            while self.workers:
+                time.sleep(POLL)
+                for pid, (process, started) in list(self.workers.items()):
+                    code = process.poll()
+                    if code is None:
+                        continue
+                    del self.workers[pid]
+                    self._forget_metrics(pid)
+                    if self.stopping:
+                        failed = failed or code != 0
+                        continue
+                    log.warning("worker %d exited with %s: starting another", pid, _exit_words(code))
+                    if time.monotonic() - started < QUICK_DEATH:
+                        time.sleep(QUICK_DEATH)  # a worker that cannot start must not spin the machine
+                    if not self.stopping:
+                        self._start_one()
+        finally:
+            self.stopping = True
+            self._signal_all(signal.SIGTERM)
+            for process, _ in self.workers.values():
+                process.wait()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return 1 if failed else 0
+
+    def _forget_metrics(self, pid: int) -> None:
+        """A dead worker's live gauges (streams in flight) leave the sum; its counters stay counted."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]  # unannotated upstream
+
+
+def _exit_words(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"

@@ -1,0 +1,134 @@
+"""`gateway serve --workers 2` as a real process tree: both workers serve on one port, a killed worker is
+replaced, /metrics adds up every worker's requests, SIGTERM ends all with exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.serving import BOUND, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n"
+
+
+def _start(tmp_path: Path, config: str, *args: str) -> tuple[subprocess.Popen, Path]:
+    path = tmp_path / "providers.yaml"
+    path.write_text(config)
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), *args],
+                                   cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    return process, log
+
+
+async def _answer(session: aiohttp.ClientSession, url: str) -> tuple[int, int] | None:
+    """The pid of the worker that answered and its config generation, from the admin view (loopback):
+    None while none listens."""
+    try:
+        async with session.get(f"{url}/admin/health") as response:
+            body = await response.json()
+            return body["runtime"]["pid"], body["config"]["generation"]
+    except aiohttp.ClientError:
+        return None
+
+
+async def _pids_seen(url: str, want: int, generation: int = 1) -> set[int]:
+    """Asks on fresh connections (the kernel spreads them over the workers) until `want` pids answered
+    on config `generation`."""
+    seen: set[int] = set()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session, asyncio.timeout(BOUND * 3):
+        while len(seen) < want:
+            answer = await _answer(session, url)
+            if answer is None:
+                await asyncio.sleep(0.05)
+            elif answer[1] == generation:
+                seen.add(answer[0])
+    return seen
+
+
+async def _chat(session: aiohttp.ClientSession, url: str) -> None:
+    body = {"model": "demo/echo", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+        assert response.status == 200
+        assert (await response.read()).endswith(b"data: [DONE]\n\n")
+
+
+def _chat_requests(metrics: str) -> float:
+    return sum(float(value) for value in re.findall(
+        r'^gateway_requests_total\{endpoint="chat"[^}]*status="200"[^}]*\} (\S+)$', metrics, re.M))
+
+
+async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_ends_all(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process, log = _start(tmp_path, f"server: {{port: {port}, shutdown_grace: 3}}\n{DEMO}", "--workers", "2")
+    try:
+        first = await _pids_seen(url, 2)  # two distinct workers answered
+        chats = 0
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(10):
+                await _chat(session, url)
+                chats += 1
+            killed = min(first)
+            os.kill(killed, signal.SIGKILL)
+            survivors = await _pids_seen(url, 2)
+            assert killed not in survivors and len(survivors - first) == 1  # a new worker took its place
+            for _ in range(4):
+                await _chat(session, url)
+                chats += 1
+            async with session.get(f"{url}/metrics") as response:
+                metrics = await response.text()
+        (tmp_path / "providers.yaml").write_text(f"server: {{port: {port}, shutdown_grace: 3}}\n{DEMO}"
+                                                 "routes:\n  fresh: [demo/echo]\n")
+        process.send_signal(signal.SIGHUP)  # the supervisor passes it on: each worker reloads
+        assert await _pids_seen(url, 2, generation=2) == survivors
+        assert _chat_requests(metrics) == chats  # every worker's, the dead one's included
+        environ = Path(f"/proc/{max(survivors)}/environ").read_bytes().split(b"\0")
+        metrics_dir = next(Path(item.partition(b"=")[2].decode()) for item in environ
+                           if item.startswith(b"PROMETHEUS_MULTIPROC_DIR="))
+        assert metrics_dir.is_dir()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(BOUND) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for pid in survivors:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    text = log.read_text()
+    assert f"worker {killed} exited with signal SIGKILL: starting another" in text
+    assert "Traceback" not in text
+    assert not metrics_dir.exists()  # the supervisor cleans up its multiprocess directory
+
+
+def test_workers_refuse_the_memory_limits_backend(tmp_path):
+    keys = ("middlewares: [normalize, ratelimit]\nkeys:\n"
+            "  - {id: k, sha256: " + "ab" * 32 + ", limits: {requests_per_minute: 5}}\n")
+    process, log = _start(tmp_path, f"server: {{port: {free_port()}}}\n{DEMO}{keys}", "--workers", "2")
+    assert process.wait(BOUND) == 2
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and "limits.backend memory" in lines[0] and "redis" in lines[0], lines
+
+
+def test_workers_on_a_port_in_use_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, log = _start(tmp_path, f"server: {{port: {port}}}\n{DEMO}", "--workers", "2")
+        assert process.wait(BOUND) == 2
+    assert log.read_text().splitlines() == [f"gateway serve: cannot listen on 127.0.0.1:{port}: Address already in use"]
