@@ -13,7 +13,7 @@ after k chunks or before the answer, reading very slowly). Every answer's ending
   BAD:<why>     anything else: no terminator, malformed events or bodies, hung past --client-timeout
 
 At the end (clients stopped, a settle) it prints the gateway's RSS at the start (after --warmup
-seconds) and the end, its runtime counters from /healthz?verbose=1 (requests in flight, upstream
+seconds) and the end, its runtime counters from /admin/health (requests in flight, upstream
 connections held and pooled, tasks), the upstream's open connections and replies still running,
 and the outcomes per fault. Exit status 1 when any ending was BAD, a request is still in flight,
 or an upstream connection is still held (by the gateway or in a reply on the upstream).
@@ -277,7 +277,7 @@ async def settled_runtime(gateway_port: int, upstream_port: int, settle: float) 
     """The gateway's runtime counters and the upstream's stats once nothing is held, or after `settle` s."""
     deadline = time.monotonic() + settle
     while True:
-        runtime = (await _get_json(f"http://127.0.0.1:{gateway_port}/healthz?verbose=1"))["runtime"]
+        runtime = (await _get_json(f"http://127.0.0.1:{gateway_port}/admin/health"))["runtime"]
         upstream = await _get_json(f"http://127.0.0.1:{upstream_port}/stats")
         quiet = not (runtime["in_flight"] or runtime["upstream_connections"] or upstream["replying"]
                      or upstream["open_connections"] > runtime["upstream_pooled"])
@@ -301,7 +301,7 @@ async def soak(args: argparse.Namespace, workdir: Path, children: dict[str, Chil
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, children["upstream"], upstream_port)
         await wait_healthy(session, gateway, gateway_port)
-    idle_runtime = (await _get_json(f"http://127.0.0.1:{gateway_port}/healthz?verbose=1"))["runtime"]
+    idle_runtime = (await _get_json(f"http://127.0.0.1:{gateway_port}/admin/health"))["runtime"]
 
     started = time.monotonic()
     deadline = started + args.warmup + args.duration
