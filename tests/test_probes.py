@@ -11,7 +11,7 @@ from gateway.app import create_app
 from gateway.auth import hash_key
 from gateway.config import parse_config
 from tests.conftest import GatewayTestServer
-from tests.serving import free_port
+from tests.helpers import free_port
 
 ADMIN_KEY = "sk-admin-0123456789abcdef"
 DEMO = "  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n"

@@ -11,7 +11,8 @@ import orjson
 
 from gateway.auth import hash_key
 from gateway.config import Config
-from tests.serving import BOUND, free_port, served
+from tests.helpers import free_port
+from tests.serving import BOUND, served
 
 OLD_KEY, NEW_KEY = "sk-old-client-key-0123456789", "sk-new-client-key-0123456789"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.anthropic_wire import message, text_block
-from tests.test_gemini import OK_STREAM
+from tests.helpers import GEMINI_OK_STREAM as OK_STREAM
 
 HI = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HI = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]

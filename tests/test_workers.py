@@ -14,7 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.serving import BOUND, free_port
+from tests.helpers import free_port
+from tests.serving import BOUND
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n"
