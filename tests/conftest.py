@@ -13,6 +13,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.server import GatewayRunner
 from tests.fakes.upstream import FakeUpstream
+from tests.redis_server import redis, redis_server, redis_url  # noqa: F401  (fixtures: a real redis-server)
 from tests.helpers import FAKE_KEY  # noqa: F401 - re-exported: test modules import it from here
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"

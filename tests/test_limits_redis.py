@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.app import create_app
 from gateway.config import ClientKey, KeyLimits, parse_config
@@ -26,94 +22,20 @@ from tests.conftest import gateway_yaml
 from tests.fakes.upstream import HANG, FakeUpstream, Reply, Wait, chat_chunk, sse
 from tests.serving import served
 from tests.helpers import bearer, digest, free_port
+from tests.redis_server import RATED, SOLO, keys_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 10
-SOLO = "gwk-solo-0123456789abcdef"
-RATED = "gwk-rated-0123456789abcdef"
 SOLO_SLOTS = "gateway:limits:{solo}:streams"
 CHAT = {"model": "up/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True}
 ROLE = chat_chunk({"role": "assistant", "content": ""})
 
 
-def keys_yaml(url: str, on_error: str = "open") -> str:
-    return f"""
-keys:
-  - {{id: solo, sha256: {digest(SOLO)}, limits: {{concurrent_streams: 1}}}}
-  - {{id: rated, sha256: {digest(RATED)}, limits: {{requests_per_minute: 3, tokens_per_minute: 100000}}}}
-limits: {{backend: redis, url: "{url}", on_backend_error: {on_error}}}
-"""
-
-
 def answer(upstream, total: int = 7) -> None:
     upstream.stream(sse(ROLE, chat_chunk({"content": "Hi"}), chat_chunk({}, "stop"),
                         chat_chunk(choices=[], usage={"prompt_tokens": 2, "completion_tokens": total - 2,
                                                       "total_tokens": total})))
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server") or next(
-        (path for path in ("/usr/bin/redis-server", "/usr/sbin/redis-server") if os.path.exists(path)), None)
-    if found is None:
-        message = "redis-server is missing (tests/run.sh installs it: apt-get install redis-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-class RedisServer:
-    """A redis-server of its own on a free loopback port, nothing saved to disk."""
-
-    def __init__(self, directory: Path) -> None:
-        self.binary = redis_binary()
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = aioredis.from_url(self.url)
-        try:
-            async with asyncio.timeout(BOUND):
-                while True:
-                    assert self.process.poll() is None, "redis-server exited at start"
-                    try:
-                        await client.ping()
-                        return
-                    except aioredis.ConnectionError:
-                        await asyncio.sleep(0.02)
-        finally:
-            await client.aclose()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(BOUND)
-
-
-@pytest.fixture
-async def redis_server(tmp_path):
-    server = RedisServer(tmp_path)
-    await server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_url(redis_server):
-    return redis_server.url
-
-
-@pytest.fixture
-async def redis(redis_url):
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from tests.test_deploy_nginx import (ROOT, SITE, TIMEOUT, chunk, free_port, log_of, nginx_binary, nginx_conf,
                                      read_event, render_site, stop, wait_until_serving)
-from tests.test_limits_redis import RedisServer, digest
+from tests.helpers import digest
+from tests.redis_server import RedisServer
 
 KEY = "gwk-load-0123456789abcdef"
 STREAMS = 12  # also the key's concurrent_streams limit

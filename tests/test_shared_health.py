@@ -10,7 +10,8 @@ from gateway.appkeys import CONFIG, HEALTH
 from gateway.config import parse_config
 from tests.conftest import GatewayTestServer, gateway_yaml
 from tests.fakes.upstream import Reply
-from tests.test_limits_redis import BOUND, RATED, bearer, keys_yaml, redis, redis_server, redis_url  # noqa: F401
+from tests.helpers import BOUND, bearer
+from tests.redis_server import RATED, keys_yaml
 
 CHAT = {"model": "up/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 COOLDOWN = 120  # seconds: far longer than the test, so that only a probe's success can end it

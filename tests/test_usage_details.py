@@ -70,3 +70,25 @@ async def test_gemini_tool_use_prompt_tokens_are_prompt_tokens(upstream, sdk):
                                            "candidatesTokenCount": 2, "totalTokenCount": 172}}, done=False))
     usage = (await sdk.chat.completions.create(model="gem/gemini-2.5-flash", messages=QUESTION)).usage
     assert usage.prompt_tokens == 170 and usage.total_tokens == 172
+
+
+@pytest.mark.parametrize("model, expected", [
+    ("ant/claude-sonnet-4-5", lambda body: (body["max_tokens"], body["thinking"], "temperature" in body)),
+    ("gem/gemini-2.5-flash", lambda body: (body["generationConfig"]["maxOutputTokens"],
+                                          body["generationConfig"]["thinkingConfig"], False)),
+])
+async def test_reasoning_effort_from_the_sdk_fits_the_output_limit_on_every_provider(upstream, sdk, model, expected):
+    """The SDK's own `reasoning_effort` with a max_tokens smaller than the budget: the limit is raised by the
+    budget, and Anthropic gets no temperature beside thinking."""
+    if model.startswith("ant/"):
+        upstream.stream(message(text_block(0, "Hi")))
+    else:
+        upstream.stream(sse({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]},
+                                             "finishReason": "STOP", "index": 0}], "responseId": "r1"}))
+    completion = await sdk.chat.completions.create(model=model, messages=QUESTION, reasoning_effort="high",
+                                                   max_tokens=3000, temperature=0.5)
+    assert completion.choices[0].message.content == "Hi"
+    limit, thinking, has_temperature = expected(upstream.received[-1].body)
+    assert limit == 3000 + 24576
+    assert thinking in ({"type": "enabled", "budget_tokens": 24576}, {"thinkingBudget": 24576, "includeThoughts": True})
+    assert not has_temperature
