@@ -22,9 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from tests.test_deploy_nginx import (ROOT, SITE, TIMEOUT, chunk, free_port, log_of, nginx_binary, nginx_conf,
-                                     read_event, render_site, stop, wait_until_serving)
-from tests.helpers import digest
+from tests.helpers import digest, free_port
+from tests.nginx_stack import (ROOT, SITE, TIMEOUT, chunk, log_of, nginx_binary, nginx_conf, read_event, render_site,
+                               stop, wait_until_serving)
 from tests.redis_server import RedisServer
 
 KEY = "gwk-load-0123456789abcdef"
