@@ -10,8 +10,8 @@ id (the gateway's own, unique), request_id (X-Request-Id taken when valid, else 
 endpoint, key (the key's id, never the key), provider, model (what answered), stream, tries, outcome,
 status, requested_model, client, method, path, finish_reason, first_chunk_seconds, seconds,
 prompt_tokens, completion_tokens, reasoning_tokens, fallback, moderation (actions taken: input_block,
-output_block). Client-controlled values (request_id is checked; requested_model, path, client) are capped
-and, in text, escaped (gateway/logfmt.py); JSON escapes them itself, once.
+output_block, output_redact). Client-controlled values (request_id is checked; requested_model, path, client)
+are capped and, in text, escaped (gateway/logfmt.py); JSON escapes them itself, once.
 """
 
 from __future__ import annotations

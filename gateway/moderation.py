@@ -228,7 +228,7 @@ class Scanner:
     `block` match, `blocked` is that rule and everything from the match on is dropped.
     """
 
-    __slots__ = ("_set", "_buf", "_pos", "blocked", "matched")
+    __slots__ = ("_set", "_buf", "_pos", "blocked", "matched", "redactions")
 
     def __init__(self, rule_set: RuleSet) -> None:
         self._set = rule_set
@@ -236,6 +236,7 @@ class Scanner:
         self._pos = 0  # where the held (not yet released) text begins in _buf
         self.blocked: Rule | None = None
         self.matched: Rule | None = None  # the first rule that matched, either action
+        self.redactions = 0  # matches replaced by their mask (for the access log and metrics)
 
     @property
     def held(self) -> int:
@@ -302,6 +303,7 @@ class Scanner:
                 self._buf, self._pos = "", 0
                 return "".join(pieces)
             pieces.append(rule.mask)
+            self.redactions += 1
             pos = stop
         pieces.append(buf[pos:release])
         self._keep(buf, release)

@@ -156,6 +156,7 @@ def _settle_record(record: AccessRecord, ctx: RequestContext, config: Config, ou
             record.moderation.append("output_block")
     elif outcome == CONTENT_FILTER and moderated:
         record.moderation.append("input_block")
+    record.moderation.extend(ctx.moderation_actions)
     record.outcome = outcome
 
 

@@ -22,7 +22,7 @@ from gateway.logsetup import JsonFormatter, formatter
 from tests.conftest import FAKE_KEY, GatewayTestServer, gateway_yaml
 from tests.fakes.upstream import Reply, Wait, chat_chunk, sse
 from tests.serving import served
-from tests.helpers import BOUND, JSON, bearer, error_body, exchange, free_port, post
+from tests.helpers import BOUND, JSON, bearer, error_body, exchange, free_port, post, read_events, text_of
 
 CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 KEY = "gwk-observe-0123456789abcdefSECRET"
@@ -389,3 +389,16 @@ def test_access_line_is_one_bounded_line_whatever_the_client_sends(model, forwar
     assert not CONTROL.search(line) and len(line) < 3000
     json_line = orjson.dumps(_json_fields(fields)).decode()
     assert not CONTROL.search(json_line) and "\n" not in json_line
+
+
+async def test_moderation_redactions_are_logged_and_counted(make_gateway, upstream, caplog):
+    gateway = await make_gateway(extra=KEYS.replace('{term: "forbidden phrase", action: block}',
+                                                    '{term: "forbidden phrase", action: block}\n    - {term: "darn", action: redact}'))
+    caplog.set_level(logging.INFO)
+    upstream.stream(sse(ROLE, chat_chunk({"content": "oh d"}), chat_chunk({"content": "arn it"}), chat_chunk({}, "stop")))
+    response = await gateway.post("/v1/chat/completions", json=STREAM, headers=bearer(KEY))
+    assert text_of(await read_events(response)) == "oh *** it"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request id=")]
+    assert len(lines) == 1 and " outcome=ok " in lines[0] and "moderation=output_redact" in lines[0], lines
+    metrics = await (await gateway.get("/metrics")).text()
+    assert 'gateway_moderation_actions_total{action="output_redact"} 1.0' in metrics

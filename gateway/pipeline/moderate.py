@@ -60,30 +60,34 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
             yield chunk
         return
     window = _Window(ctx, settings) if service is not None else None
-    async for chunk in chunks:
-        moderated = output.apply(chunk) if output is not None else (chunk,)
-        for piece in moderated:
-            if window is None:
-                yield piece
-                continue
-            for released in await window.add(piece):
-                yield released
-            if window.blocked:
-                return
-        if output is not None and output.done:
-            break
-    if output is not None:
-        for piece in output.end():
-            if window is None:
-                yield piece
-            else:
+    try:
+        async for chunk in chunks:
+            moderated = output.apply(chunk) if output is not None else (chunk,)
+            for piece in moderated:
+                if window is None:
+                    yield piece
+                    continue
                 for released in await window.add(piece):
                     yield released
                 if window.blocked:
                     return
-    if window is not None:
-        for released in await window.end():
-            yield released
+            if output is not None and output.done:
+                break
+        if output is not None:
+            for piece in output.end():
+                if window is None:
+                    yield piece
+                else:
+                    for released in await window.add(piece):
+                        yield released
+                    if window.blocked:
+                        return
+        if window is not None:
+            for released in await window.end():
+                yield released
+    finally:
+        if output is not None and output.redactions():
+            ctx.moderation_actions.append("output_redact")
 
 
 def request_texts(ctx: RequestContext) -> list[str]:
@@ -175,6 +179,10 @@ class _Output:
         self.blocked = False
         self.ended = 0
         self.envelope: Envelope | None = None  # the answer's, for the chunks moderation adds
+
+    def redactions(self) -> int:
+        """Matches replaced by their mask so far, over every choice and field."""
+        return sum(scanner.redactions for state in self.choices.values() for scanner in state.scanners.values())
 
     @property
     def done(self) -> bool:
