@@ -13,8 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import orjson
@@ -349,3 +351,34 @@ def stop_serve(process: subprocess.Popen) -> tuple[int, str]:
         process.communicate()
         pytest.fail("gateway serve did not stop on SIGTERM")
     return process.returncode, stderr
+
+
+# ---------------------------------------------------------------------------------------------- example scripts
+
+EXAMPLE_BOUND = 30  # seconds: a hung example script fails the test instead of hanging the suite
+
+
+@dataclass
+class ScriptRun:
+    code: int
+    out: str
+    err: str
+
+
+async def run_script(argv: list[str], env: dict[str, str]) -> ScriptRun:
+    """An example script run to its end (killed past EXAMPLE_BOUND), with its exit code and output."""
+    process = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), EXAMPLE_BOUND)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return ScriptRun(process.returncode, out.decode(), err.decode())
+
+
+def via(gateway: Any) -> tuple[str, str]:
+    """The option that points an example at a test gateway."""
+    return "--base-url", str(gateway.make_url("/v1"))

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.upstream import RESET, Reply, Wait, chat_chunk, sse
 from tests.node_examples import installed_node
-from tests.helpers import EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, cut_inside_characters, error_body
+from tests.helpers import (EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, ScriptRun, cut_inside_characters, error_body,
+                           run_script, via)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NODE_EXAMPLES = EXAMPLES / "node"
@@ -29,29 +29,10 @@ def node() -> str:
     return installed_node(NODE_EXAMPLES)
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
 async def run(node: str, script: str, *args: str, folder: Path = NODE_EXAMPLES,
-              env: dict[str, str] | None = None) -> Run:
-    process = await asyncio.create_subprocess_exec(node, str(folder / script), *args, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.PIPE,
-                                                   env={"PATH": os.environ["PATH"], **(env or {})})  # no GATEWAY_*
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), SCRIPT_BOUND)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    return Run(process.returncode, out.decode(), err.decode())
-
-
-def via(gateway) -> tuple[str, str]:
-    return "--base-url", str(gateway.make_url("/v1"))
+              env: dict[str, str] | None = None) -> ScriptRun:
+    return await run_script([node, str(folder / script), *args],
+                            {"PATH": os.environ["PATH"], **(env or {})})  # no GATEWAY_* from the environment
 
 
 def direct(upstream) -> tuple[str, str]:

@@ -8,7 +8,6 @@ import importlib.util
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from hypothesis import given, strategies as st
 
 from tests.fakes.upstream import HANG, RESET, Reply, Wait, chat_chunk, sse
 from tests.serving import served
-from tests.helpers import EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, cut_inside_characters, error_body, free_port
+from tests.helpers import (EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, ScriptRun, cut_inside_characters, error_body,
+                           free_port, run_script, via)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "python"
 GOLDEN = Path(__file__).parent / "golden"
@@ -25,28 +25,9 @@ SCRIPT_BOUND = 30  # seconds: a hung script fails the test instead of hanging th
 USAGE_LINE = re.compile(r"usage: (\d+) prompt \+ (\d+) completion = (\d+) tokens")
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-async def run(script: str, *args: str, env: dict[str, str] | None = None) -> Run:
+async def run(script: str, *args: str, env: dict[str, str] | None = None) -> ScriptRun:
     env = {**{k: v for k, v in os.environ.items() if k not in ("GATEWAY_API_KEY", "GATEWAY_BASE_URL")}, **(env or {})}
-    process = await asyncio.create_subprocess_exec(sys.executable, str(EXAMPLES / script), *args, env=env,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), SCRIPT_BOUND)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    return Run(process.returncode, out.decode(), err.decode())
-
-
-def via(gateway) -> tuple[str, str]:
-    return "--base-url", str(gateway.make_url("/v1"))
+    return await run_script([sys.executable, str(EXAMPLES / script), *args], env)
 
 
 def direct(upstream) -> tuple[str, str]:
