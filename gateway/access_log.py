@@ -70,6 +70,7 @@ class AccessRecord:
     usage: dict[str, Any] | None = None
     moderation: list[str] = field(default_factory=list)
     chunks_in: int = 0  # chunks from the provider into the middleware chain
+    upstream_first_bytes: list[tuple[str, float]] = field(default_factory=list)  # (provider, seconds) per try
     chunks_out: int = 0  # chunks written to the client
     keepalives: int = 0
 

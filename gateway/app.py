@@ -13,9 +13,9 @@ from .config import Config
 from .access_log import ACCESS, access_log
 from .cors import setup_cors
 from .errors import GatewayError
-from .appkeys import CONFIG, HEALTH, IN_FLIGHT, LIVE, SESSION, InFlight
+from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
 from .logfmt import escape
-from .metrics import METRICS, ObservedHealth, setup_metrics, upstream_timing
+from .metrics import ObservedHealth, setup_metrics
 from .playground import setup_playground
 from .redaction import redacting_logs
 from .reload import setup_live
@@ -59,8 +59,7 @@ def _unserved(request: web.Request) -> str:
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     # One pool for all providers. No connection cap: every live stream holds its own connection.
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-    session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
-                                    trace_configs=[upstream_timing(app[METRICS], lambda: app[LIVE].current.config)])
+    session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
     app[SESSION] = session
     yield
     await session.close()

@@ -29,6 +29,9 @@ class RequestContext:
     attempts: int = 0  # upstream tries made so far, retries and fallbacks included
     retries: int = 0  # of those, tries again at the same target after a failure (for the access log)
     moderation_actions: list[str] = field(default_factory=list)  # what moderate did beyond blocks (redactions)
+    # (provider, seconds to its response headers) for each upstream call made: timed where the call is made,
+    # since an aiohttp TraceConfig would cost every request a dozen trace events
+    upstream_first_bytes: list[tuple[str, float]] = field(default_factory=list)
     chunks_in: int = 0  # chunks the answering target has sent into the middleware chain (for the metrics)
     session: aiohttp.ClientSession | None = None  # the app's pooled session, for calls a middleware makes
     client: ClientKey | None = None  # the caller's key; None when the gateway serves without keys

@@ -12,10 +12,8 @@ import os
 import re
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest, multiprocess)
@@ -132,6 +130,8 @@ class Metrics:
             self.stream_duration.labels(provider).observe(record.seconds)
             if record.first_chunk is not None:
                 self.first_chunk.labels(provider).observe(record.first_chunk)
+        for tried, seconds in record.upstream_first_bytes:
+            self.upstream_first_byte.labels(tried).observe(seconds)
         if record.chunks_in:
             self.chunks.labels(provider, "in").inc(record.chunks_in)
         if record.chunks_out:
@@ -162,36 +162,6 @@ class ObservedHealth(Health):
         self._metrics.upstream_errors.labels(provider.name, code if _CODE.match(code) else OTHER).inc()
         if not was_cooling and self.cooling_for(provider) > 0:
             self._metrics.cooldowns.labels(provider.name).inc()
-
-
-def upstream_timing(metrics: Metrics, current: Callable[[], Config]) -> aiohttp.TraceConfig:
-    """Times each upstream call to its response headers, labelled by the provider whose base_url it is
-    in the config `current()` gives (the live one: a reload's new providers are timed too)."""
-    seen: list[tuple[Config | None, list[tuple[str, str]]]] = [(None, [])]
-
-    def bases() -> list[tuple[str, str]]:
-        config = current()
-        if seen[0][0] is not config:  # rebuilt once per config, not per call
-            seen[0] = (config, sorted(((p.base_url.rstrip("/"), p.name) for p in config.providers.values()
-                                       if p.base_url), key=lambda item: len(item[0]), reverse=True))
-        return seen[0][1]
-
-    trace = aiohttp.TraceConfig()
-
-    async def started(_session: aiohttp.ClientSession, context: SimpleNamespace,
-                      _params: aiohttp.TraceRequestStartParams) -> None:
-        context.started = time.monotonic()
-
-    async def answered(_session: aiohttp.ClientSession, context: SimpleNamespace,
-                       params: aiohttp.TraceRequestEndParams) -> None:
-        url = str(params.url)
-        name = next((name for base, name in bases() if url.startswith(base)), None)
-        if name is not None and hasattr(context, "started"):  # other calls (a moderation service) are not timed
-            metrics.upstream_first_byte.labels(name).observe(time.monotonic() - context.started)
-
-    trace.on_request_start.append(started)
-    trace.on_request_end.append(answered)
-    return trace
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -147,6 +147,7 @@ def _settle_record(record: AccessRecord, ctx: RequestContext, config: Config, ou
     record.provider, record.model = ctx.provider.name, ctx.model
     record.tries, record.retries = ctx.attempts, ctx.retries
     record.chunks_in = ctx.chunks_in
+    record.upstream_first_bytes = ctx.upstream_first_bytes
     record.fallback = record.chunks_in > 0 and (ctx.provider.name, ctx.model) != first_target
     record.usage = ctx.usage
     moderated = config.moderation.active and "moderate" in config.middlewares

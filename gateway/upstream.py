@@ -336,14 +336,16 @@ def _release_when_complete(response: aiohttp.ClientResponse, loop: asyncio.Abstr
 
 async def upstream_events(session: aiohttp.ClientSession, request: UpstreamRequest, provider: ProviderConfig,
                           ending: Ending | None, decoder: Decoder, content_type: str = "text/event-stream",
-                          error_hook: ErrorHook | None = None) -> AsyncGenerator[Any, None]:
+                          error_hook: ErrorHook | None = None,
+                          first_bytes: list[tuple[str, float]] | None = None) -> AsyncGenerator[Any, None]:
     """The provider's events, cut by `decoder` from a body of `content_type`; an error answer is read by
     `error_hook` first. A consumer that stops once `ending.done` is set (the provider's end-of-stream
     event) does not wait for the connection to end: it is released or closed."""
     timeouts = provider.timeouts
     name = provider.name
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeouts.total
+    started = loop.time()
+    deadline = started + timeouts.total
     try:
         async with asyncio.timeout(min(timeouts.first_byte, timeouts.total)):
             response = await session.post(
@@ -364,6 +366,8 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
     except aiohttp.ClientError as exc:
         raise upstream_bad_stream(name, type(exc).__name__) from None
 
+    if first_bytes is not None:  # the time to the response's headers, for the metrics
+        first_bytes.append((name, loop.time() - started))
     finished = False
     watchdog: _ReadWatchdog | None = None
     watch = _watch(response, provider)

@@ -42,7 +42,7 @@ async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> 
     try:
         request = adapter.build_request(ctx)
         events = upstream_events(session, request, provider, state, adapter.decoder(provider), adapter.content_type,
-                                 adapter.http_error)
+                                 adapter.http_error, ctx.upstream_first_bytes)
         async with contextlib.aclosing(events):
             async for event in events:
                 for chunk in parse_event(event, state):
