@@ -17,6 +17,7 @@ are capped and, in text, escaped (gateway/logfmt.py); JSON escapes them itself, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
@@ -114,6 +115,7 @@ def client_address(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> 
     return request.headers.get("X-Real-IP", "").strip() or (forwarded[0] if forwarded else peer)
 
 
+@functools.lru_cache(maxsize=1024)  # the same few peers (nginx, loopback) ask it on every request
 def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -146,7 +148,8 @@ def finish(app: web.Application, record: AccessRecord) -> None:
     level = logging.DEBUG if record.path in QUIET_PATHS and record.status < 400 else logging.INFO
     if log.isEnabledFor(level):
         fields = record.fields()
-        log.log(level, "%s", text_line(fields), extra={ACCESS_ATTRIBUTE: _json_fields(fields)})
+        # the JSON form is made only by the JSON formatter, when there is one: most lines are text
+        log.log(level, "%s", text_line(fields), extra={ACCESS_ATTRIBUTE: functools.partial(_json_fields, fields)})
 
 
 def text_line(fields: dict[str, object]) -> str:

@@ -114,11 +114,17 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     inflater = Inflater(coding, limit) if coding != "identity" else None
+    content = request.content
     parts: list[bytes] = []
     received = 0
     try:
+        if inflater is None and content.is_eof():  # the whole body is here already (the usual small request)
+            body = content.read_nowait(-1)
+            if len(body) > limit:
+                raise too_large(limit)
+            return body
         async with asyncio.timeout(timeout):
-            while chunk := await request.content.readany():
+            while chunk := await content.readany():
                 received += len(chunk)
                 if received > limit:
                     raise too_large(limit)

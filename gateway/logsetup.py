@@ -25,10 +25,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
-        fields = getattr(record, ACCESS_ATTRIBUTE, None)
-        if fields is not None:
+        access = getattr(record, ACCESS_ATTRIBUTE, None)  # an access line: its fields, made on demand
+        if access is not None:
             line["event"] = "request"
-            line.update(fields)
+            line.update(access())
         else:
             line["message"] = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:

@@ -71,7 +71,7 @@ def data_events(raw: bytes) -> list[bytes]:
 
 
 def access_lines(caplog) -> list[dict]:
-    return [r.access_fields for r in caplog.records if r.name == "gateway.access"]
+    return [r.access_fields() for r in caplog.records if r.name == "gateway.access"]
 
 
 @pytest.fixture
@@ -299,7 +299,7 @@ def test_trusted_proxies_and_logging_are_validated_with_their_key_path():
 
 def test_json_log_lines_are_one_object_each_with_the_access_fields_unescaped_once():
     record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "%s", ("text line",), None)
-    record.access_fields = {"id": "a", "requested_model": 'up/m"\n\u2028x', "status": 200}
+    record.access_fields = lambda: {"id": "a", "requested_model": 'up/m"\n\u2028x', "status": 200}
     line = JsonFormatter().format(record)
     assert "\n" not in line
     parsed = orjson.loads(line)
