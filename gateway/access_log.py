@@ -40,7 +40,7 @@ log = logging.getLogger("gateway.access")
 
 CLIENT_DISCONNECTED = "client_disconnected"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before the answer
-QUIET_PATHS = frozenset({"/healthz", "/metrics"})  # probes and scrapes: logged at DEBUG, not INFO
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: logged at DEBUG, not INFO
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # what JSON does not escape but a terminal or an editor takes for a line break or a change of direction
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
