@@ -21,6 +21,18 @@ def hash_key(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()
 
 
+def presented_digest(presented: str) -> bytes:
+    """The SHA-256 of a key a client presented (any bytes it sent in the header, kept as they came)."""
+    return hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+
+
+def bearer_token(request: web.BaseRequest) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header; None when there is none."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    presented = presented.strip()
+    return presented if scheme.lower() == "bearer" and presented else None
+
+
 class KeyTable:
     """The configured keys by the SHA-256 of the key.
 
@@ -38,7 +50,7 @@ class KeyTable:
         return bool(self._by_digest)
 
     def find(self, presented: str) -> ClientKey | None:
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        digest = presented_digest(presented)
         key = self._by_digest.get(digest)
         if key is None or not hmac.compare_digest(digest, bytes.fromhex(key.sha256)):
             return None
@@ -70,9 +82,8 @@ def authenticate(request: web.Request) -> ClientKey | None:
     table = generation(request).keys
     if not table:
         return None
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    presented = presented.strip()
-    if scheme.lower() != "bearer" or not presented:
+    presented = bearer_token(request)
+    if presented is None:
         raise _missing_key()
     key = table.find(presented)
     if key is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import os
 from typing import Any
@@ -12,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from .access_log import begin
+from .auth import bearer_token, presented_digest
 from .appkeys import HEALTH, IN_FLIGHT, LIVE, SESSION, Generation, generation
 from .config import is_loopback
 from .errors import GatewayError
@@ -68,10 +68,9 @@ async def not_ready(gen: Generation, health: Health) -> list[str]:
 
 def _is_admin(request: web.Request, gen: Generation) -> bool:
     """An admin key (server.admin_keys), or a loopback peer whose request did not come through a proxy."""
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    presented = presented.strip()
-    if scheme.lower() == "bearer" and presented:
-        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).hexdigest()
+    presented = bearer_token(request)
+    if presented is not None:
+        digest = presented_digest(presented).hex()
         return any(hmac.compare_digest(digest, admin) for admin in gen.config.server.admin_keys)
     peer = request.transport.get_extra_info("peername") if request.transport else None
     host = peer[0] if isinstance(peer, tuple) else ""
