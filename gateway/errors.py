@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import orjson
 
-from .redaction import redact as redact  # noqa: F401 - re-exported: providers' text shown to clients
 from .redaction import redact_configured
 
 # What another try may do for a request that failed with this error:

@@ -22,7 +22,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from .config import ProviderConfig, Timeouts
 from .errors import (
     GatewayError,
-    redact,
     upstream_auth_failed,
     upstream_bad_request,
     upstream_bad_stream,
@@ -36,6 +35,7 @@ from .errors import (
     upstream_timeout,
     upstream_unreachable,
 )
+from .redaction import redact
 from .sse import SSEDecodeError
 
 if TYPE_CHECKING:  # base.py imports this module

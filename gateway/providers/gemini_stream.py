@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..chunks import Chunk, Delta, Envelope, ToolCallDelta, choice
-from ..errors import GatewayError, redact, upstream_truncated
+from ..errors import GatewayError, upstream_truncated
+from ..redaction import redact
 from ..sse import SSEEvent
 from ..upstream import event_json, stream_error
 from .gemini_partial_args import PendingCall, add_partial_arg
