@@ -19,7 +19,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "providers.yaml"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # fields whose parser expands `${VAR}` itself: an unset variable there disables the provider (or is worded
 # without echoing a secret), it is not a load problem
-_EXPANDS_ITSELF = re.compile(r"^(providers\[\d+\]\.(base_url|api_key|headers\..+)|limits\.url)$")
+_EXPANDS_ITSELF = re.compile(r"^(providers\[\d+\]\.(base_url|api_key|headers\..+)|limits\.url|resume\.url)$")
 _PARENT = re.compile(r"(\.[^.\[]*|\[\d+\])$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -141,6 +141,8 @@ class ClientKey:
     sha256: str  # lowercase hex SHA-256 of the key
     models: tuple[str, ...] | None = None  # glob patterns over "<provider>/<model>" and route names
     limits: KeyLimits = KeyLimits()
+    resumable: bool = False  # every stream of this key is resumable (issue 14), as if it asked for it
+    coalesce_ms: int | None = None  # default stream_options.coalesce_ms for this key's streams
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,19 @@ class LimitsConfig:
     on_backend_error: str = "open"  # open: admit without limits while the backend fails; closed: 503
     redis_pool_size: int = 50  # connections to Redis per instance; a burst beyond them waits for one
     redis_pool_wait: float = 2.0  # seconds a request waits for a connection before a 503 limits_busy
+
+
+@dataclass(frozen=True)
+class ResumeConfig:
+    """Resumable streams: where their events are kept while the client may come back."""
+    backend: str = "memory"  # memory (one instance) | redis (any instance can resume)
+    url: str = "redis://127.0.0.1:6379/0"  # redis only
+    grace: float = 30.0  # seconds the upstream is kept reading after the client left
+    max_bytes: int = 1_048_576  # per stream; past it the stream is no longer resumable
+    max_total_bytes: int = 268_435_456  # per instance
+
+
+MAX_COALESCE_MS = 1000
 
 
 @dataclass
@@ -164,6 +179,7 @@ class Config:
     keys: tuple[ClientKey, ...] = ()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
+    resume: ResumeConfig = ResumeConfig()
 
     @property
     def moderation(self) -> ModerationConfig:
@@ -342,7 +358,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
     sections = tuple(spec.section.key for spec in MIDDLEWARES.values() if spec.section is not None)
     root = v.mapping(loader.data, "", ("server", "providers", "routes", "middlewares", "auth", "keys", "limits",
-                                       "logging", *sections), ("providers",))
+                                       "logging", "resume", *sections), ("providers",))
 
     server = ServerConfig()
     raw_server = v.mapping(root.get("server", {}), "server",
@@ -442,10 +458,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     auth, keys = _auth(v, root, server, middlewares)
     limits = _limits(v, root.get("limits", {})) if "limits" in root else LimitsConfig()
     logging = _logging(v, root["logging"]) if "logging" in root else LoggingConfig()
+    resume = _resume(v, root["resume"]) if "resume" in root else ResumeConfig()
 
     if loader.problems:
         raise ConfigError(source, loader.problems)
-    return Config(server, providers, routes, middlewares, source, settings, auth, keys, limits, logging)
+    return Config(server, providers, routes, middlewares, source, settings, auth, keys, limits, logging, resume)
 
 
 _SHARED_PROVIDER_KEYS = ("name", "kind", "base_url", "api_key", "models", "timeouts", "headers", "max_event_bytes",
@@ -655,7 +672,7 @@ def _auth(v: _Validator, root: dict[str, Any], server: ServerConfig,
 
 def _client_key(v: _Validator, raw: Any, path: str) -> ClientKey | None:
     ld = v.ld
-    raw = v.mapping(raw, path, ("id", "sha256", "models", "limits"), ("id", "sha256"))
+    raw = v.mapping(raw, path, ("id", "sha256", "models", "limits", "resumable", "coalesce_ms"), ("id", "sha256"))
     key_id = v.string(raw["id"], f"{path}.id") if "id" in raw else None
     if key_id is not None and not _NAME.match(key_id):
         ld.problem(f"{path}.id", "may hold letters, digits, '.', '_' and '-' only")
@@ -678,9 +695,21 @@ def _client_key(v: _Validator, raw: Any, path: str) -> ClientKey | None:
         checked = {name: v.number(values[name], f"{path}.limits.{name}", 1, integer=True, exclusive=False)
                    for name in LIMIT_NAMES if name in values}
         limits = KeyLimits(**{name: n for name, n in checked.items() if n is not None})
+    resumable = False
+    if "resumable" in raw:
+        if isinstance(raw["resumable"], bool):
+            resumable = raw["resumable"]
+        else:
+            ld.problem(f"{path}.resumable", "must be true or false")
+    coalesce_ms = None
+    if "coalesce_ms" in raw:
+        coalesce_ms = v.number(raw["coalesce_ms"], f"{path}.coalesce_ms", 0, integer=True, exclusive=False)
+        if coalesce_ms is not None and coalesce_ms > MAX_COALESCE_MS:
+            ld.problem(f"{path}.coalesce_ms", f"must be at most {MAX_COALESCE_MS}")
+            coalesce_ms = None
     if key_id is None or digest is None:
         return None
-    return ClientKey(key_id, digest.lower(), models, limits)
+    return ClientKey(key_id, digest.lower(), models, limits, resumable, coalesce_ms)
 
 
 def _limits(v: _Validator, raw: Any) -> LimitsConfig:
@@ -714,6 +743,36 @@ def _limits(v: _Validator, raw: Any) -> LimitsConfig:
             if number is not None:
                 pool[name] = number if name == "redis_pool_size" else float(number)
     return LimitsConfig(backend, url, on_error, **pool)
+
+
+def _resume(v: _Validator, raw: Any) -> ResumeConfig:
+    ld = v.ld
+    raw = v.mapping(raw, "resume", ("backend", "url", "grace", "max_bytes", "max_total_bytes"))
+    backend = raw.get("backend", "memory")
+    if backend not in ("memory", "redis"):
+        ld.problem("resume.backend", "must be memory or redis")
+        backend = "memory"
+    url = ResumeConfig.url
+    if "url" in raw and v.string(raw["url"], "resume.url"):
+        missing: list[str] = []  # the url may carry a password from the environment: never echo it
+        url = _expand(raw["url"], missing)
+        if missing:
+            ld.problem("resume.url", f"{' and '.join(dict.fromkeys(missing))} is not set")
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            ld.problem("resume.url", "must start with redis://, rediss:// or unix://")
+        if backend != "redis":
+            ld.problem("resume.url", "only the redis backend takes a url")
+    numbers: dict[str, Any] = {}
+    for name in ("grace", "max_bytes", "max_total_bytes"):
+        if name in raw:
+            number = v.number(raw[name], f"resume.{name}", 0 if name == "grace" else 1,
+                              integer=name != "grace", exclusive=False)
+            if number is not None:
+                numbers[name] = float(number) if name == "grace" else number
+    settings = ResumeConfig(backend, url, **numbers)
+    if settings.max_bytes > settings.max_total_bytes:
+        ld.problem("resume.max_bytes", "must not be larger than resume.max_total_bytes")
+    return settings
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

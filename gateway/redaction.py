@@ -101,6 +101,8 @@ def configured_secrets(config: Config) -> tuple[str, ...]:
         found += provider.secrets
     if config.limits.backend == "redis":
         found += url_secrets(config.limits.url)
+    if config.resume.backend == "redis":
+        found += url_secrets(config.resume.url)
     if config.moderation.service is not None:
         found += url_secrets(config.moderation.service.url)
     return tuple(dict.fromkeys(s for s in found if s))

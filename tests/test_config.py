@@ -655,3 +655,55 @@ def test_shipped_key_enables_its_provider(monkeypatch):
     config = load_config()
     assert config.providers["openai"].enabled
     assert config.providers["openai"].api_key == "sk-test"
+
+
+RESUME_BASE = """
+providers:
+  - name: demo
+    kind: demo
+"""
+
+
+def test_resume_section_defaults_and_values() -> None:
+    assert parse_config(RESUME_BASE).resume.backend == "memory"
+    config = parse_config(RESUME_BASE + yaml_text("""
+        resume:
+          backend: redis
+          url: redis://127.0.0.1:6390/2
+          grace: 2.5
+          max_bytes: 4096
+          max_total_bytes: 65536
+        """))
+    assert (config.resume.backend, config.resume.url, config.resume.grace) == ("redis", "redis://127.0.0.1:6390/2", 2.5)
+    assert (config.resume.max_bytes, config.resume.max_total_bytes) == (4096, 65536)
+
+
+@pytest.mark.parametrize(("section", "path", "words"), [
+    ("backend: disk", "resume.backend", "memory or redis"),
+    ("url: redis://x:6379/0", "resume.url", "only the redis backend"),
+    ("grace: -1", "resume.grace", "at least 0"),
+    ("max_bytes: 0", "resume.max_bytes", "at least 1"),
+    ("max_bytes: 10\n  max_total_bytes: 5", "resume.max_bytes", "not be larger"),
+    ("spool: 1", "resume.spool", "unknown"),
+])
+def test_resume_section_problems_name_their_key(section: str, path: str, words: str) -> None:
+    problems = problems_of(RESUME_BASE + "resume:\n  " + section + "\n")
+    assert any(p.path == path and words in p.message for p in problems), problems
+
+
+def test_key_resumable_and_coalesce_defaults() -> None:
+    text = RESUME_BASE + yaml_text("""
+        keys:
+          - id: app
+            sha256: "%s"
+            resumable: true
+            coalesce_ms: 16
+          - id: other
+            sha256: "%s"
+        """) % ("a" * 64, "b" * 64)
+    config = parse_config(text)
+    assert (config.keys[0].resumable, config.keys[0].coalesce_ms) == (True, 16)
+    assert (config.keys[1].resumable, config.keys[1].coalesce_ms) == (False, None)
+    bad = text.replace("coalesce_ms: 16", "coalesce_ms: 1001").replace("resumable: true", "resumable: yes please")
+    paths = {p.path for p in problems_of(bad)}
+    assert {"keys[0].coalesce_ms", "keys[0].resumable"} <= paths

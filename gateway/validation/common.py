@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..config import MAX_COALESCE_MS
 from ..errors import GatewayError, invalid_param
 from .reasoning import check_reasoning_fields
 
@@ -110,6 +111,11 @@ def check_common(body: Any) -> dict[str, Any]:
     if options is not None:
         optional_bool(options, "include_usage", "stream_options.include_usage")
         optional_bool(options, "include_obfuscation", "stream_options.include_obfuscation")
+        optional_bool(options, "resumable", "stream_options.resumable")
+        coalesce = options.get("coalesce_ms")
+        if coalesce is not None and (not is_int(coalesce) or not 0 <= coalesce <= MAX_COALESCE_MS):
+            raise invalid_param("stream_options.coalesce_ms",
+                                f"'stream_options.coalesce_ms' must be an integer from 0 to {MAX_COALESCE_MS}")
         if not stream:
             raise invalid_param("stream_options", "'stream_options' is only allowed when 'stream' is true")
     _check_numbers(body)

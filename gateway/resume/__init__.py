@@ -1,0 +1,1 @@
+"""Resumable streams (issue 14): a dropped stream's events kept, for any instance to replay."""
