@@ -16,6 +16,7 @@ from aiohttp import web
 from .appkeys import LIVE, Generation, Live
 from .auth import KeyTable
 from .config import Config, ConfigError, exposure_problem, load_config
+from .logsetup import reconfigure
 from .limits import LimitBackend, create_limiter, hand_over, ping, wants_limiter
 from .metrics import METRICS
 from .redaction import redacting_logs
@@ -112,6 +113,9 @@ async def reload(app: web.Application) -> bool:
         sharing = app.get(SHARED_HEALTH)
         if sharing is not None:  # the new providers' cooldowns shared too, or no sharing without redis
             await sharing.follow(config)
+        relogged = reconfigure(config.logging.level, config.logging.format)  # the lines below in the new form
+        if relogged:
+            log.info("reload: logging now %s", ", ".join(relogged))
         changed = [name for name in _RESTART_ONLY
                    if getattr(config.server, name) != getattr(old.config.server, name)]
         if changed:
