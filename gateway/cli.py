@@ -139,7 +139,7 @@ def _supervise(args: argparse.Namespace, config: Config, host: str, port: int) -
         worker_args += ["--log-level", args.log_level]
     logging.getLogger("gateway").info("supervising %d workers on %s", args.workers, listen_url(host, port))
     try:
-        return Supervisor(worker_args, args.workers).run()
+        return Supervisor(worker_args, args.workers, config_path=str(config.source)).run()
     finally:
         for sock in sockets:
             sock.close()
