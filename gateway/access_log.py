@@ -3,7 +3,8 @@
 The `access_log` middleware (outermost) starts an AccessRecord for every request that reaches the app,
 the completion handler fills it as the request goes, and the middleware writes it once the response is
 done: one line, and the request's Prometheus samples (gateway/metrics.py), from the same record. An
-`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py).
+`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py),
+and so does a request whose headers never completed (begin_unparsed, gateway/server.py).
 
 Fields, the same names in text (`name=value`, `-` when unknown) and JSON (null when unknown):
 id (the gateway's own, unique), request_id (X-Request-Id taken when valid, else `id`; returned),
@@ -135,6 +136,14 @@ def begin(request: web.Request) -> AccessRecord:
             client=client_address(request, generation(request).config.server.trusted_proxies)[:FIELD_CAP],
             method=request.method[:20], path=request.path[:FIELD_CAP], started=time.monotonic())
     return record
+
+
+def begin_unparsed(peer: str, started: float) -> AccessRecord:
+    """The record of a request that never reached the app (its headers did not complete): only the
+    peer is known; no endpoint, method or path, and no request id but the gateway's own."""
+    own_id = uuid.uuid4().hex
+    return AccessRecord(own_id=own_id, request_id=own_id, client=peer[:FIELD_CAP], method="-", path="-",
+                        started=started)
 
 
 def finish(app: web.Application, record: AccessRecord) -> None:
