@@ -118,13 +118,19 @@ class GatewayRequestHandler(web.RequestHandler):
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         """What aiohttp answers a request it could not parse (or one whose handler failed outside the
-        middlewares): the OpenAI error shape, and one log line without the request's bytes."""
+        middlewares): the OpenAI error shape, and one log line without the request's bytes (with, for a
+        request that did not parse, its access-log line)."""
+        record = None
         if isinstance(exc, HttpProcessingError):
             reason = parser_reason(exc)
             # non-HTTP traffic on a public port is noise: aiohttp logs it at debug too
-            level = logging.DEBUG if isinstance(exc, BadHttpMethod) and self._request_count == 1 else logging.INFO
-            log.log(level, "malformed HTTP request from %s: %s", self._peer(), reason)
+            noise = isinstance(exc, BadHttpMethod) and self._request_count == 1
+            log.log(logging.DEBUG if noise else logging.INFO, "malformed HTTP request from %s: %s", self._peer(),
+                    reason)
             error = GatewayError(status, f"the request is not valid HTTP: {reason}", code="malformed_request")
+            record = begin_unparsed(self._peer(), time.monotonic())  # it never reached the app's middlewares
+            record.status, record.outcome = status, "malformed_request"
+            finish(self._app, record, quiet=noise)
         elif status == 504:
             error = GatewayError(504, "the gateway timed out handling this request", type="timeout_error",
                                  code="timeout")
@@ -134,6 +140,8 @@ class GatewayRequestHandler(web.RequestHandler):
         if request.writer.output_size > 0:  # as aiohttp: part of a response went out, the connection is broken
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
         response = web.Response(status=status, body=error.to_json(), content_type="application/json")
+        if record is not None:
+            response.headers["X-Request-Id"] = record.request_id
         response.force_close()
         return response
 

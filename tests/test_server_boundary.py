@@ -326,6 +326,17 @@ async def test_malformed_requests_get_openai_errors_and_one_log_line(gateway, ca
     assert len(lines) == 1
     assert not CONTROL.search(lines[0]) and len(lines[0]) < 200
     assert b"aaaa" not in body and b"aaaa" not in lines[0].encode()  # none of the request's bytes
+    access = [r.access_fields() for r in caplog.records if r.name == "gateway.access"]  # and its access line
+    assert [(line["status"], line["outcome"], line["path"], line["request_id"]) for line in access] == [
+        (400, "malformed_request", "-", headers["x-request-id"])]
+
+
+async def test_non_http_traffic_gets_its_access_line_at_debug(gateway, caplog):
+    caplog.set_level(logging.DEBUG)
+    status, _, _ = await exchange(gateway.server.port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
+    assert status == 400  # a TLS hello on the plain port
+    access = [r for r in caplog.records if r.name == "gateway.access"]
+    assert [(r.levelno, r.access_fields()["outcome"]) for r in access] == [(logging.DEBUG, "malformed_request")]
 
 
 async def test_gateway_serve_applies_the_same_boundary(tmp_path):
