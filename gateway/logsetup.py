@@ -4,8 +4,9 @@ Every JSON line has `ts` (ISO 8601, UTC, milliseconds), `level`, `logger` and `m
 `exc`. An access-log record (gateway/access_log.py) carries its fields instead of a message: `event:
 "request"` and the fields listed there, with their raw values (capped, never escaped: JSON escapes them
 once). A reload (SIGHUP) applies the new `logging` section to the running process (reconfigure); a level
-given on the command line (`--log-level`) stays over the file's. Secrets are out of every record before it reaches a formatter: gateway/redaction.py's record
-factory cleans the message and traceback, and access fields are redacted when they are built.
+given on the command line (`--log-level`) stays over the file's. Secrets are out of every record before it
+reaches a formatter: gateway/redaction.py's record factory cleans the message and traceback, and access
+fields are redacted when they are built.
 """
 
 from __future__ import annotations

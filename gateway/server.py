@@ -103,7 +103,7 @@ class GatewayRequestHandler(web.RequestHandler):
         self._header_timer = None
         if self.transport is None or not self._waiting_for_request():
             return
-        record = begin_unparsed(self._peer(), self._headers_since)
+        record = begin_unparsed(self._peer_address(), self._headers_since)
         self.transport.write(_raw_response(GatewayError(
             408, f"the request headers did not arrive within {self._header_timeout:g} s", type="timeout_error",
             code="request_timeout"), record.request_id))
@@ -112,8 +112,12 @@ class GatewayRequestHandler(web.RequestHandler):
         finish(self._app, record)  # status=408 outcome=request_timeout: the access line says what happened
 
     def _peer(self) -> str:
+        return escape(self._peer_address(), 100)
+
+    def _peer_address(self) -> str:
+        """The peer as an access record holds it: raw (the line's formatter escapes it)."""
         peer = self.peername
-        return escape(peer[0] if isinstance(peer, tuple) else peer or "-", 100)
+        return str(peer[0]) if isinstance(peer, tuple) else peer or "-"
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -128,7 +132,7 @@ class GatewayRequestHandler(web.RequestHandler):
             log.log(logging.DEBUG if noise else logging.INFO, "malformed HTTP request from %s: %s", self._peer(),
                     reason)
             error = GatewayError(status, f"the request is not valid HTTP: {reason}", code="malformed_request")
-            record = begin_unparsed(self._peer(), time.monotonic())  # it never reached the app's middlewares
+            record = begin_unparsed(self._peer_address(), time.monotonic())  # it never reached the app's middlewares
             record.status, record.outcome = status, "malformed_request"
             finish(self._app, record, quiet=noise)
         elif status == 504:

@@ -256,7 +256,8 @@ async def test_headers_that_never_complete_get_an_access_line_and_are_counted(ma
     caplog.set_level(logging.INFO)
     gateway = await make_gateway(request_timeout=0.5)
     reader, writer = await connect(gateway.server.port)
-    trickle = asyncio.ensure_future(_trickle(writer, b"POST /v1/chat/completions HTTP/1.1\r\n" + b"X-Slow: a\r\n" * 500))
+    headers_never_complete = b"POST /v1/chat/completions HTTP/1.1\r\n" + b"X-Slow: a\r\n" * 500
+    trickle = asyncio.ensure_future(_trickle(writer, headers_never_complete))
     try:
         status, headers, _ = await read_response(reader)
     finally:
