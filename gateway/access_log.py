@@ -3,7 +3,9 @@
 The `access_log` middleware (outermost) starts an AccessRecord for every request that reaches the app,
 the completion handler fills it as the request goes, and the middleware writes it once the response is
 done: one line, and the request's Prometheus samples (gateway/metrics.py), from the same record. An
-`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py).
+`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py),
+and so do a request whose headers never completed and one that is not valid HTTP (begin_unparsed,
+gateway/server.py).
 
 Fields, the same names in text (`name=value`, `-` when unknown) and JSON (null when unknown):
 id (the gateway's own, unique), request_id (X-Request-Id taken when valid, else `id`; returned),
@@ -137,15 +139,23 @@ def begin(request: web.Request) -> AccessRecord:
     return record
 
 
-def finish(app: web.Application, record: AccessRecord) -> None:
-    """The request is done: its line, and its samples."""
+def begin_unparsed(peer: str, started: float) -> AccessRecord:
+    """The record of a request that never reached the app (its headers did not complete, or did not
+    parse): only the peer is known; no endpoint, method or path, and no request id but the gateway's own."""
+    own_id = uuid.uuid4().hex
+    return AccessRecord(own_id=own_id, request_id=own_id, client=peer[:FIELD_CAP], method="-", path="-",
+                        started=started)
+
+
+def finish(app: web.Application, record: AccessRecord, quiet: bool = False) -> None:
+    """The request is done: its line (at DEBUG for probes, scrapes and when `quiet`), and its samples."""
     record.seconds = time.monotonic() - record.started
     if record.outcome is None:
         record.outcome = "ok" if record.status < 400 else f"http_{record.status}"
     metrics = app.get(METRICS)
     if metrics is not None:
         metrics.observe(record)
-    level = logging.DEBUG if record.path in QUIET_PATHS and record.status < 400 else logging.INFO
+    level = logging.DEBUG if quiet or (record.path in QUIET_PATHS and record.status < 400) else logging.INFO
     if log.isEnabledFor(level):
         fields = record.fields()
         # the JSON form is made only by the JSON formatter, when there is one: most lines are text

@@ -105,8 +105,8 @@ def create_app(config: Config) -> web.Application:
     setup_playground(app, config.server)
     setup_cors(app, config.server.cors)
     setup_live(app, config)
-    if config.limits.backend == "redis":  # every instance skips a provider that one of them found failing
-        app.cleanup_ctx.append(shared_health())
+    # with limits.backend: redis, every instance skips a provider that one of them found failing
+    app.cleanup_ctx.append(shared_health())  # follows reloads: on and off with the live backend
     disabled = [f"{p.name} ({' and '.join(p.missing_env)})" for p in config.providers.values() if not p.enabled]
     if disabled:  # one line: the shipped config names many providers, most without their key
         log.warning("%d provider(s) disabled until their variables are set: %s", len(disabled), ", ".join(disabled))
