@@ -36,6 +36,7 @@ _CHOICE_KEYS = frozenset({"index", "delta", "logprobs", "finish_reason"})
 _TOOL_HEAD_KEYS = ("id", "type", "extra_content")  # kept from the first fragment of an index
 _TOOL_KEYS = frozenset({"index", "function", *_TOOL_HEAD_KEYS})
 _FUNCTION_KEYS = frozenset({"name", "arguments"})
+_ARGUMENTS_FRAGMENT = frozenset({"index", "function"})
 _MISSING = object()
 # A chunk as this stage reads it: checked field by field (_holdable) before it is merged.
 _Raw = dict[str, Any]
@@ -216,20 +217,50 @@ def _fragment(call: object) -> bool:
 class _Batch:
     """The chunks held in the current window, merged per choice."""
 
-    __slots__ = ("first", "held", "choices")
+    __slots__ = ("first", "envelope", "held", "choices")
 
     def __init__(self, first: _Raw) -> None:
         self.first = first  # its envelope and extras go on the merged chunk
+        self.envelope = {key: value for key, value in first.items() if key != "choices"}.items()
         self.held = 0
         self.choices: dict[int, _Pending] = {}
 
     def same_envelope(self, chunk: _Raw) -> bool:
-        first = self.first
-        if len(chunk) != len(first):
+        return len(chunk) == len(self.first) and self.envelope <= chunk.items()
+
+    def extend(self, chunk: _Raw) -> bool:
+        """The common case in a few lookups: one choice's next piece of the text field (or the tool
+        call's arguments) it wrote last. False: let `fits` and `add` decide."""
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
             return False
-        for key, value in chunk.items():
-            if key != "choices" and first.get(key, _MISSING) != value:
+        choice = choices[0]
+        if (type(choice) is not dict or choice.keys() != _CHOICE_KEYS or choice["finish_reason"] is not None
+                or choice["logprobs"] is not None):
+            return False
+        pending = self.choices.get(choice["index"])
+        delta = choice["delta"]
+        if pending is None or type(delta) is not dict or len(delta) != 1:
+            return False
+        ((key, value),) = delta.items()
+        if key != pending.last:
+            return False
+        if type(value) is str:
+            if key == "tool_calls" or not self.same_envelope(chunk):
                 return False
+            pending.parts[key].append(value)
+        else:
+            if type(value) is not list or len(value) != 1:
+                return False
+            call = value[0]
+            if type(call) is not dict or call.keys() != _ARGUMENTS_FRAGMENT or call["index"] != pending.last_tool:
+                return False
+            function = call["function"]
+            if (type(function) is not dict or len(function) != 1 or type(function.get("arguments")) is not str
+                    or not self.same_envelope(chunk)):
+                return False
+            pending.parts[call["index"]].add(call)
+        self.held += 1
         return True
 
     def fits(self, chunk: _Raw) -> bool:
@@ -334,6 +365,8 @@ class _Coalescer:
     def add(self, provider_chunk: Chunk) -> None:
         chunk = cast(_Raw, provider_chunk)
         batch = self.batch
+        if batch is not None and batch.extend(chunk):
+            return
         if _holdable(chunk):
             if batch is not None and batch.fits(chunk):
                 batch.add(chunk)
