@@ -348,12 +348,13 @@ async def measure(load: Load, peer: Peer, mock: Child, mock_port: int, args: arg
         before = _busy_figures(peer, mock)
         started = time.perf_counter()
         if load.idle:
-            peak = {"rss_kib": rss_before, "open": 0}
+            peak = {"rss_kib": rss_before, "streaming": 0, "rss_at_most_streaming_kib": rss_before}
 
             def sample(tally: Tally) -> None:
                 rss = tree_rss_kib(peer.child.pid)
-                if rss > peak["rss_kib"]:
-                    peak.update(rss_kib=rss, open=tally.open_streams)
+                peak["rss_kib"] = max(peak["rss_kib"], rss)
+                if tally.streaming > peak["streaming"]:
+                    peak.update(streaming=tally.streaming, rss_at_most_streaming_kib=rss)
 
             tally = await ramp(target, load.streams, load.ramp_s, load.chunks, request_timeout=args.idle_timeout,
                                on_tick=sample)
@@ -364,10 +365,11 @@ async def measure(load: Load, peer: Peer, mock: Child, mock_port: int, args: arg
         elapsed = time.perf_counter() - started
         after = _busy_figures(peer, mock)
     result = _result(load, tally, elapsed, before, after, same_process)
-    if load.idle:
-        grown = peak["rss_kib"] - rss_before
+    if load.idle:  # memory per stream: when the most streams were held at once
+        grown = peak["rss_at_most_streaming_kib"] - rss_before
         result.update(streams=load.streams, rss_before_kib=rss_before, rss_peak_kib=peak["rss_kib"],
-                      open_at_peak=peak["open"], kib_per_stream=grown / peak["open"] if peak["open"] else math.nan)
+                      rss_at_most_streaming_kib=peak["rss_at_most_streaming_kib"], most_streaming=peak["streaming"],
+                      kib_per_stream=grown / peak["streaming"] if peak["streaming"] else math.nan)
     return result
 
 
@@ -422,6 +424,10 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
             except TimeoutError:
                 results[load.name][peer.name] = {"timeout": f"longer than --load-timeout {args.load_timeout:g} s"}
             await asyncio.sleep(args.settle)  # lets the closed connections' CPU settle before the next target
+    if args.keep_logs:
+        args.keep_logs.mkdir(parents=True, exist_ok=True)
+        for child in children.values():
+            shutil.copy(child.log_path, args.keep_logs / child.log_path.name)
     return {
         "settings": {"loads": {load.name: load.__dict__ | {"segment": load.segment} for load in loads},
                      "duration_s": args.duration, "pinned": args.pin, "layout": layout(args),
@@ -480,7 +486,7 @@ def figures(load: Load) -> list[tuple[str, object]]:
         return f"{r['completed']} of {total}"
 
     def memory(r, floor):
-        return f"{r['kib_per_stream']:.1f} ({r['open_at_peak']} open)"
+        return f"{r['kib_per_stream']:.1f} ({r['most_streaming']} open)"
 
     rows: list[tuple[str, object]] = [("CPU us/chunk (x floor)", cpu)]
     if load.idle:
@@ -547,6 +553,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-timeout", type=float, default=300.0, help="seconds one load may take per target")
     parser.add_argument("--start-timeout", type=float, default=90.0, help="seconds a target may take to start")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds of quiet between two measurements")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the children's logs into this folder")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to CPUs")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args(argv)

@@ -119,6 +119,7 @@ class Response:
         self.unscanned = b""  # until the first content chunk: bytes not yet split into events
         self.body = bytearray() if keep_body else None
         self.error_body = b""
+        self.on_first_token: Callable[[], None] | None = None
 
     # ---- receiving
 
@@ -212,6 +213,8 @@ class Response:
                 if self._has_content(event):
                     self.first_token = time.perf_counter() - self.started
                     self.unscanned = b""
+                    if self.on_first_token is not None:
+                        self.on_first_token()
                     break
 
     def _has_content(self, event: bytes) -> bool:
@@ -287,7 +290,8 @@ class Tally:
     completed: int = 0
     failures: int = 0
     first_failure: str = ""
-    open_streams: int = 0  # now: connected and not yet ended
+    open_streams: int = 0  # now: started and not yet ended
+    streaming: int = 0  # now: past their first token and not yet ended, so held by the server
     events: int = 0
 
     def failed(self, exc: BaseException) -> None:
@@ -369,8 +373,13 @@ async def ramp(target: Target, streams: int, ramp_seconds: float, content_chunks
             connection = await asyncio.wait_for(connect(target.port), request_timeout)
             response = connection.send(request, target.anthropic, False)
             response.started = begun  # the time to first token includes the connection's opening
+            response.on_first_token = lambda: setattr(tally, "streaming", tally.streaming + 1)
             left = request_timeout - (time.perf_counter() - begun)
-            await asyncio.wait_for(asyncio.shield(response.done), max(0.001, left))
+            try:
+                await asyncio.wait_for(asyncio.shield(response.done), max(0.001, left))
+            finally:
+                if response.first_token is not None:
+                    tally.streaming -= 1
             tally.completed += 1
             tally.events += response.events
             tally.first_token.append(response.first_token or math.nan)
