@@ -29,6 +29,9 @@ _STREAM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SEQ = re.compile(r"^[0-9]{1,15}$")
 _END = object()
 LAST_EVENT_ID = "Last-Event-ID"
+# seconds a resume waits for its first event before its 200: stored events and an expired stream are known
+# at once; past this there is nothing new yet, and keep-alives hold the connection until there is
+COMMIT_WAIT = 1.0
 
 
 def not_found() -> GatewayError:
@@ -117,16 +120,16 @@ async def read_stream(request: web.Request) -> web.StreamResponse:
 
 async def _replay(request: web.Request, resumes: Resumes, stream_id: str, after: int,
                   request_id: str) -> tuple[web.StreamResponse, str]:
-    """The stored events after `after`, then the live ones, as they were first sent. As in a completion,
-    the first is awaited before the 200, so that an expired stream is a 410; a finished stream with
-    nothing after `after` is a 204 (for EventSource: stop reconnecting)."""
+    """The stored events after `after`, then the live ones, as they were first sent. The first is awaited
+    (up to COMMIT_WAIT) before the 200, so that an expired stream is a 410; a finished stream with nothing
+    after `after` is a 204 (for EventSource: stop reconnecting)."""
     record = begin(request)
     server = generation(request).config.server
     events = resumes.store.events(stream_id, after)
     first = asyncio.ensure_future(anext(events, _END))
     response: EventStream | None = None
     try:
-        done, _ = await asyncio.wait((first,), timeout=server.sse_keepalive)
+        done, _ = await asyncio.wait((first,), timeout=min(COMMIT_WAIT, server.sse_keepalive))
         try:
             if not done:
                 response = await _open(request, stream_id, server.sse_keepalive, server.send_timeout, request_id)
