@@ -22,7 +22,8 @@ from gateway.resume.memory_store import MemoryResumeStore
 from gateway.resume.service import RESUME
 from gateway.resume.store import StreamExpired, StreamMeta
 from tests.fakes.upstream import HANG, Reply, Wait, chat_chunk, sse
-from tests.helpers import BOUND, CHAT, ROLE, assert_nothing_left, assert_openai_error, bearer, digest, text_of
+from tests.helpers import (BOUND, CHAT, ROLE, assert_nothing_left, assert_openai_error, bearer, digest, gateway_tasks,
+                           text_of)
 
 KEY = "gwk-resume-owner-0123456789abcdef"
 OTHER = "gwk-resume-other-0123456789abcdef"
@@ -493,3 +494,22 @@ async def test_the_memory_store_frees_a_finished_stream_after_the_grace_but_not_
     seen, expired = await collect(store, "s1", 0)
     assert expired and not seen
     assert not await store.cancel("s1")
+
+
+async def test_shutdown_ends_a_stream_read_for_a_client_that_left(make_gateway, upstream):
+    gateway = await make_gateway(extra=KEYS + resume_config())
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "Once"}), done=False), HANG]))
+    response = await start(gateway)
+    await read_until_text(response, "Once")
+    response.close()
+    resumes = gateway.server.app[RESUME]
+    stream_id = response.headers["X-Stream-Id"]
+    async with asyncio.timeout(BOUND):
+        while resumes.relays[stream_id].attached:
+            await asyncio.sleep(0.02)
+        ended = asyncio.ensure_future(anext(resumes.store.events(stream_id, 2)))  # a reader of what is stored
+        await gateway.close()  # nobody waits for this stream: it ends at once, not at the shutdown grace's end
+        assert upstream.cut_off == 1
+        seq, last = await ended
+    assert b'"code":"server_shutting_down"' in last  # its last words, for a client resuming elsewhere
+    assert gateway_tasks() == []

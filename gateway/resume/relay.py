@@ -215,18 +215,17 @@ class Relay:
     def stop(self) -> None:
         """The store's on_cancel (DELETE, on any instance): the stream ends with a `stream_cancelled` error
         event, which every reader, the client still attached included, gets before [DONE]."""
+        self.end_with(stream_cancelled(), CANCELLED)
+
+    def end_with(self, error: GatewayError, ending: str | None = None) -> None:
+        """Cancels the upstream; the stream's last events are `error` and [DONE] (if it began)."""
         pump = self.pump
         if pump is None or pump.done():
             return
-        self.ending = CANCELLED
+        self.ending = ending or self.ending
         if self.response is not None and self.committed:
-            self.response.stopped_by = stream_cancelled()
+            self.response.stopped_by = error
         pump.cancel()
-
-    def interrupt(self) -> None:
-        """Shutdown: the pump ends the stream with the shutdown's error event (IN_FLIGHT.ending is set)."""
-        if self.pump is not None and not self.pump.done():
-            self.pump.cancel()
 
 
 class ResumableEventStream(EventStream):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..appkeys import IN_FLIGHT
 from ..config import ResumeConfig
 from .memory_store import MemoryResumeStore
 from .store import ResumeStore
@@ -52,22 +51,32 @@ def setup_resume(app: web.Application, config: ResumeConfig) -> None:
     owner = uuid.uuid4().hex
     resumes = app[RESUME] = Resumes(create_store(config, owner), config, owner)
     app.cleanup_ctx.append(_lifecycle(resumes))
+    app.on_shutdown.append(_end_detached)
+
+
+async def _end_detached(app: web.Application) -> None:
+    """Shutdown: the shutdown grace is for clients still there. A stream read only for a client that left
+    ends now, with the shutdown's error event last in the store, rather than hold the shutdown up."""
+    from ..routes import shutting_down  # gateway.routes imports this package: not at import time
+
+    for relay in list(app[RESUME].relays.values()):
+        if not relay.attached:
+            relay.end_with(shutting_down())
 
 
 def _lifecycle(resumes: Resumes) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await resumes.store.start()
         yield
-        # Server shutdown waited for the connections; the streams still read for clients that left are
-        # not on any connection: each ends now with the shutdown's error event in the store.
+        # What the shutdown left running (a client that left during the grace): ended the same way
+        from ..routes import shutting_down
+
         relays = list(resumes.relays.values())
-        if relays:
-            app[IN_FLIGHT].ending = True
-            for relay in relays:
-                relay.interrupt()
-            handlers = {relay.handler for relay in relays if relay.handler is not None}
-            if handlers:
-                await asyncio.wait(handlers, timeout=SHUTDOWN_WAIT)
+        for relay in relays:
+            relay.end_with(shutting_down())
+        handlers = {relay.handler for relay in relays if relay.handler is not None}
+        if handlers:
+            await asyncio.wait(handlers, timeout=SHUTDOWN_WAIT)
         await resumes.store.close()
 
     return lifecycle
