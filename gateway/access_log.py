@@ -12,8 +12,10 @@ id (the gateway's own, unique), request_id (X-Request-Id taken when valid, else 
 endpoint, key (the key's id, never the key), provider, model (what answered), stream, tries, outcome,
 status, requested_model, client, method, path, finish_reason, first_chunk_seconds, seconds,
 prompt_tokens, completion_tokens, reasoning_tokens, fallback, moderation (actions taken: input_block,
-output_block, output_redact). Client-controlled values (request_id is checked; requested_model, path, client)
-are capped and, in text, escaped (gateway/logfmt.py); JSON escapes them itself, once.
+output_block, output_redact), stream_id and resume (a resumable stream's id, and how it ended: attached,
+detached, abandoned, over_cap, cancelled; gateway/resume/relay.py). Client-controlled values (request_id
+is checked; requested_model, path, client) are capped and, in text, escaped (gateway/logfmt.py); JSON
+escapes them itself, once.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class AccessRecord:
     upstream_first_bytes: list[tuple[str, float]] = field(default_factory=list)  # (provider, seconds) per try
     chunks_out: int = 0  # chunks written to the client
     keepalives: int = 0
+    stream_id: str | None = None  # a resumable stream's id (never its token)
+    resume: str | None = None  # how a resumable stream ended, for its owner's line
 
     def tokens(self, name: str) -> int | None:
         usage = self.usage
@@ -97,7 +101,7 @@ class AccessRecord:
             "seconds": round(self.seconds, 3), "prompt_tokens": self.tokens("prompt_tokens"),
             "completion_tokens": self.tokens("completion_tokens"),
             "reasoning_tokens": self.tokens("reasoning_tokens"), "fallback": self.fallback,
-            "moderation": list(self.moderation),
+            "moderation": list(self.moderation), "stream_id": self.stream_id, "resume": self.resume,
         }
 
 

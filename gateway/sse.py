@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from aiohttp_sse import EventSourceResponse
+
+if TYPE_CHECKING:
+    from .errors import GatewayError
 
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -154,6 +158,7 @@ class EventStream(EventSourceResponse):
         self._writing_since: float | None = None  # when the write in progress began
         self.too_slow = False
         self.keepalives = 0  # comments sent, for the request's access record
+        self.stopped_by: GatewayError | None = None  # set when the gateway ends the stream early (a DELETE)
 
     async def write_event(self, event: bytes) -> None:
         self._last_write = self._writing_since = self._loop.time()
@@ -161,6 +166,10 @@ class EventStream(EventSourceResponse):
             await self.write(event)
         finally:
             self._writing_since = None
+
+    # Keep-alive comments go through this name: a subclass that numbers and keeps events
+    # (gateway/resume/relay.py) overrides write_event only, so comments are never numbered or kept.
+    _write_comment = write_event
 
     async def write_eof(self, data: bytes = b"") -> None:
         self._writing_since = self._loop.time()  # its flush waits on the client too
@@ -190,7 +199,7 @@ class EventStream(EventSourceResponse):
             if now - self._last_write >= interval:
                 try:
                     async with asyncio.timeout(send_timeout):
-                        await self.write_event(KEEPALIVE_COMMENT)
+                        await self._write_comment(KEEPALIVE_COMMENT)
                     self.keepalives += 1
                 except TimeoutError:
                     return self._drop_slow_client()
