@@ -194,6 +194,12 @@ def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEven
         loop.close()
 
 
+# Connections the kernel queues before the loop accepts them (capped by net.core.somaxconn). aiohttp's
+# 128 overflows in a connection storm while the loop is busy: the dropped SYNs are retried by clients
+# after 1, 3, 7, 15, 31 s, which is where the storm's seconds-long first tokens came from.
+LISTEN_BACKLOG = 4096
+
+
 def _listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Sockets listening on every address `host` names, opened before the app starts: an address that
     cannot be served fails here, with nothing started to undo."""
@@ -201,7 +207,7 @@ def _listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socke
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         for family, address in dict.fromkeys((info[0], info[4]) for info in infos):
-            sockets.append(socket.create_server(address, family=family, backlog=128, reuse_port=reuse_port))
+            sockets.append(socket.create_server(address, family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port))
     except (OSError, OverflowError) as exc:
         for sock in sockets:
             sock.close()
