@@ -19,23 +19,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Literal
 
-from ..chunks import Chunk, Envelope
+import aiohttp
+
+from ..chunks import Choice, Chunk, Delta, Envelope
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..moderation import Rule, Scanner
-from ..moderation_config import ModerationConfig, parse_moderation
+from ..moderation_config import ModerationConfig, ModerationService, parse_moderation
 from ..moderation_service import is_flagged
 from .spec import ConfigSection, MiddlewareSpec
 
 log = logging.getLogger("gateway")
 
 CONTENT_FILTERED = "content_filter"
-_REASONING_FIELDS = ("reasoning_content",)
-_ANSWER_FIELDS = ("content", "refusal")  # a refusal is text the client reads, in place of content
+TextField = Literal["reasoning_content", "content", "refusal"]  # the delta fields the rules scan
+_REASONING_FIELDS: tuple[TextField, ...] = ("reasoning_content",)
+# a refusal is text the client reads, in place of content
+_ANSWER_FIELDS: tuple[TextField, ...] = ("content", "refusal")
+_TEXT_FIELDS = _REASONING_FIELDS + _ANSWER_FIELDS
+# what a choice's scanner reads: a text field, or the arguments of the tool call of this index
+ScanKey = TextField | int
 
 
-def _text_fields(settings: ModerationConfig) -> tuple[str, ...]:
+def _text_fields(settings: ModerationConfig) -> tuple[TextField, ...]:
     """The delta fields the rules scan, in the order a model writes them."""
     return (_REASONING_FIELDS if settings.reasoning else ()) + (_ANSWER_FIELDS if settings.output else ())
 
@@ -59,7 +67,10 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
         async for chunk in chunks:
             yield chunk
         return
-    window = _Window(ctx, settings) if service is not None else None
+    window = None
+    if service is not None:
+        assert ctx.session is not None  # routes.py gives every request the app's session
+        window = _Window(ctx, settings, service, ctx.session)
     try:
         async for chunk in chunks:
             moderated = output.apply(chunk) if output is not None else (chunk,)
@@ -108,7 +119,7 @@ def request_texts(ctx: RequestContext) -> list[str]:
     return texts
 
 
-def _message_texts(message: dict, texts: list[str]) -> None:
+def _message_texts(message: dict[str, Any], texts: list[str]) -> None:
     content = message.get("content")
     if isinstance(content, str):
         texts.append(content)
@@ -162,8 +173,8 @@ class _ChoiceState:
     __slots__ = ("scanners", "last", "ended")
 
     def __init__(self) -> None:
-        self.scanners: dict[str | int, Scanner] = {}  # a text field's name, or a tool call's index
-        self.last: str | int | None = None  # the field that got text last: the only one that may hold some
+        self.scanners: dict[ScanKey, Scanner] = {}
+        self.last: ScanKey | None = None  # the field that got text last: the only one that may hold some
         self.ended = False
 
 
@@ -189,15 +200,15 @@ class _Output:
         """Every choice has ended and one was blocked: nothing more from upstream may reach the client."""
         return self.blocked and self.ended >= self.ctx.choices
 
-    def apply(self, chunk: dict) -> list[dict] | tuple[dict]:
+    def apply(self, chunk: Chunk) -> list[Chunk] | tuple[Chunk]:
         choices = chunk.get("choices")
         if not choices:
             return (chunk,)
         if self.envelope is None:
             self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
-        before: list[dict] = []
-        after: list[dict] = []
-        kept = []
+        before: list[Chunk] = []
+        after: list[Chunk] = []
+        kept: list[Choice] = []
         for choice in choices:
             index = choice.get("index", 0)
             state = self.choices.get(index)
@@ -215,9 +226,9 @@ class _Output:
                 after.append(self._piece(index, {}, CONTENT_FILTERED))
                 continue
             if choice.get("finish_reason"):
-                held: dict = {}
+                held: Delta = {}
                 if state.last is not None:
-                    rule = self._release(state, held)
+                    rule = self._release(state, state.last, held)
                     if rule is not None:  # the held text completed a match only once it ended
                         self._end(state, rule)
                         choice["finish_reason"] = CONTENT_FILTERED
@@ -235,14 +246,14 @@ class _Output:
         chunk["choices"] = kept
         return [*before, chunk, *after] if before or after else (chunk,)
 
-    def end(self) -> list[dict]:
+    def end(self) -> list[Chunk]:
         """The upstream ended: text still held by choices that never finished."""
-        out = []
+        out: list[Chunk] = []
         for index, state in self.choices.items():
             if state.ended or state.last is None:
                 continue
-            held: dict = {}
-            rule = self._release(state, held)
+            held: Delta = {}
+            rule = self._release(state, state.last, held)
             if held:
                 out.append(self._piece(index, held, None))
             if rule is not None:
@@ -250,7 +261,7 @@ class _Output:
                 out.append(self._piece(index, {}, CONTENT_FILTERED))
         return out
 
-    def _delta(self, state: _ChoiceState, delta: dict) -> Rule | None:
+    def _delta(self, state: _ChoiceState, delta: Delta) -> Rule | None:
         """Moderates a delta in place; returns the rule that blocked its choice, if one did."""
         for field in self.fields:
             text = delta.get(field)
@@ -280,7 +291,9 @@ class _Output:
             return None
         for call in list(calls):
             function = call.get("function") if isinstance(call, dict) else None
-            text = function.get("arguments") if isinstance(function, dict) else None
+            if not isinstance(function, dict):
+                continue
+            text = function.get("arguments")
             if not text or not isinstance(text, str):
                 continue
             scanner, rule = self._switch(state, call.get("index", 0), delta)
@@ -297,19 +310,19 @@ class _Output:
                 return rule
         return None
 
-    def _switch(self, state: _ChoiceState, key: str | int, delta: dict) -> tuple[Scanner, Rule | None]:
+    def _switch(self, state: _ChoiceState, key: ScanKey, delta: Delta) -> tuple[Scanner, Rule | None]:
         """The scanner for `key`. Text held by the field written before it is released into `delta` first;
         the rule is the one that ended the choice if that held text completed a block."""
-        rule = self._release(state, delta) if state.last is not None and state.last != key else None
+        rule = self._release(state, state.last, delta) if state.last is not None and state.last != key else None
         state.last = key
         scanner = state.scanners.get(key)
         if scanner is None:
             scanner = state.scanners[key] = self.rules.scanner()
         return scanner, rule
 
-    def _release(self, state: _ChoiceState, delta: dict) -> Rule | None:
-        """Ends the text of the field written last: what it held goes into `delta` under that field."""
-        key, state.last = state.last, None
+    def _release(self, state: _ChoiceState, key: ScanKey, delta: Delta) -> Rule | None:
+        """Ends the text of `key`, the field written last: what it held goes into `delta` under that field."""
+        state.last = None
         scanner = state.scanners[key]
         text = scanner.finish()
         if text:
@@ -323,14 +336,14 @@ class _Output:
         state.ended = True
         self.ended += 1
 
-    def _piece(self, index: int, delta: dict, finish: str | None) -> dict:
+    def _piece(self, index: int, delta: Delta, finish: str | None) -> Chunk:
         assert self.envelope is not None  # set by the first chunk with choices
         return self.envelope.delta(index, delta, finish)
 
 
-def _add(delta: dict, key: str | int, text: str) -> None:
+def _add(delta: Delta, key: ScanKey, text: str) -> None:
     if isinstance(key, str):
-        delta[key] = delta.get(key, "") + text
+        delta[key] = (delta.get(key) or "") + text  # normalize, which runs first, drops a None field
         return
     calls = delta.setdefault("tool_calls", [])
     for call in calls:
@@ -341,32 +354,35 @@ def _add(delta: dict, key: str | int, text: str) -> None:
     calls.append({"index": key, "function": {"arguments": text}})
 
 
-def _merge(delta: dict, held: dict) -> dict:
-    for key, value in held.items():
-        if key == "tool_calls":
-            for call in value:
-                _add(delta, call["index"], call["function"]["arguments"])
-        else:
-            _add(delta, key, value)
+def _merge(delta: Delta, held: Delta) -> Delta:
+    """`delta` with the text `held` was given by `_release` (one field's, or one tool call's) added."""
+    for call in held.get("tool_calls", ()):
+        _add(delta, call["index"], call["function"]["arguments"])
+    for field in _TEXT_FIELDS:
+        text = held.get(field)
+        if isinstance(text, str):
+            _add(delta, field, text)
     return delta
 
 
 class _Window:
     """The service on the answer: chunks wait until their window of text has been checked."""
 
-    def __init__(self, ctx: RequestContext, settings: ModerationConfig) -> None:
+    def __init__(self, ctx: RequestContext, settings: ModerationConfig, service: ModerationService,
+                 session: aiohttp.ClientSession) -> None:
         self.ctx = ctx
-        self.service = settings.service
+        self.service = service
+        self.session = session
         self.fields = _text_fields(settings)
         self.tool_arguments = settings.tool_arguments
-        self.pending: list[dict] = []
+        self.pending: list[Chunk] = []
         self.texts: list[str] = []
         self.size = 0
         self.finished: set[int] = set()  # choices whose finish the client has been sent
         self.envelope: Envelope | None = None  # the answer's, for the chunks moderation adds
         self.blocked = False
 
-    async def add(self, chunk: dict) -> list[dict]:
+    async def add(self, chunk: Chunk) -> list[Chunk]:
         if self.envelope is None and chunk.get("choices"):
             self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
         text = self._text(chunk)
@@ -378,32 +394,35 @@ class _Window:
             self.size += len(text)
         return await self._check() if self.size >= self.service.window_chars else []
 
-    async def end(self) -> list[dict]:
+    async def end(self) -> list[Chunk]:
         return await self._check() if self.pending else []
 
-    async def _check(self) -> list[dict]:
+    async def _check(self) -> list[Chunk]:
         text = "".join(self.texts)
         pending = self.pending
         self.pending, self.texts, self.size = [], [], 0
-        if text and await is_flagged(self.ctx.session, self.service, text, self.ctx.request_id):
+        if text and await is_flagged(self.session, self.service, text, self.ctx.request_id):
             log.info("request %s blocked by the moderation service", self.ctx.request_id)
             self.blocked = True
             envelope = self.envelope or Envelope(self.ctx.endpoint, self.ctx.created, self.ctx.model)
             return [envelope.finish(i, CONTENT_FILTERED) for i in range(self.ctx.choices) if i not in self.finished]
         return self._sent(pending)
 
-    def _sent(self, chunks: list[dict]) -> list[dict]:
+    def _sent(self, chunks: list[Chunk]) -> list[Chunk]:
         for chunk in chunks:
             for choice in chunk.get("choices") or ():
                 if choice.get("finish_reason"):
                     self.finished.add(choice.get("index", 0))
         return chunks
 
-    def _text(self, chunk: dict) -> str:
-        parts = []
+    def _text(self, chunk: Chunk) -> str:
+        parts: list[str] = []
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            parts.extend(delta[f] for f in self.fields if isinstance(delta.get(f), str))
+            delta: Delta = choice.get("delta") or {}
+            for field in self.fields:
+                text = delta.get(field)
+                if isinstance(text, str):
+                    parts.append(text)
             if self.tool_arguments:
                 for call in delta.get("tool_calls") or ():
                     arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
