@@ -2,7 +2,8 @@
 external moderation service, on the request and on the answer as it flows.
 
 - The request: before the upstream is called (the chain is lazy), every message's text (the prompt on
-  /completions) is checked; any rule match, or a flagged service verdict, is a 400 `content_filter`.
+  /completions) is checked; any rule match, or a flagged service verdict, is a 400 `content_filter`
+  (gateway/moderation_request.py).
 - The answer: one scanner per choice and field (content, reasoning, each tool call's arguments). Text
   that cannot start a match flows on at once; the few characters that could are held until they are
   decided. A model writes one field at a time, so when text arrives for another field (or the choice
@@ -19,21 +20,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
 
 from ..chunks import Choice, Chunk, Delta, Envelope
 from ..context import RequestContext
-from ..errors import GatewayError
 from ..moderation import Rule, Scanner
 from ..moderation_config import ModerationConfig, ModerationService, parse_moderation
+from ..moderation_request import CONTENT_FILTERED, check_request
 from ..moderation_service import is_flagged
 from .spec import ConfigSection, MiddlewareSpec
 
 log = logging.getLogger("gateway")
 
-CONTENT_FILTERED = "content_filter"
 TextField = Literal["reasoning_content", "content", "refusal"]  # the delta fields the rules scan
 _REASONING_FIELDS: tuple[TextField, ...] = ("reasoning_content",)
 # a refusal is text the client reads, in place of content
@@ -48,10 +48,6 @@ def _text_fields(settings: ModerationConfig) -> tuple[TextField, ...]:
     return (_REASONING_FIELDS if settings.reasoning else ()) + (_ANSWER_FIELDS if settings.output else ())
 
 
-def content_filtered() -> GatewayError:
-    return GatewayError(400, "the request was refused by the gateway's content moderation", code=CONTENT_FILTERED)
-
-
 async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
     settings = ctx.settings.get("moderate")
     if not isinstance(settings, ModerationConfig) or not settings.active:
@@ -59,7 +55,7 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
             yield chunk
         return
     if settings.input:
-        await _check_request(ctx, settings)
+        await check_request(ctx, settings)
     output = _Output(ctx, settings) if settings.rules and (settings.output or settings.reasoning
                                                            or settings.tool_arguments) else None
     service = settings.service if settings.output else None
@@ -99,74 +95,6 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
     finally:
         if output is not None and output.redactions():
             ctx.moderation_actions.append("output_redact")
-
-
-def request_texts(ctx: RequestContext) -> list[str]:
-    """Every text of the request that a provider will read: each message's content (strings, and text or
-    refusal parts), the reasoning and tool calls (name and arguments) of assistant turns sent back, tool
-    results, and the tools' own names, descriptions and schemas; or the prompt on /completions."""
-    body = ctx.body
-    if ctx.endpoint != "chat":
-        prompt = body.get("prompt")
-        prompts = prompt if isinstance(prompt, list) else [prompt]
-        return [p for p in prompts if isinstance(p, str) and p]
-    texts: list[str] = []
-    for message in body.get("messages") or ():
-        _message_texts(message, texts)
-    tools = body.get("tools")
-    if tools:
-        _strings(tools, texts)
-    return texts
-
-
-def _message_texts(message: dict[str, Any], texts: list[str]) -> None:
-    content = message.get("content")
-    if isinstance(content, str):
-        texts.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text") if part.get("type") != "refusal" else part.get("refusal")
-                if isinstance(text, str):
-                    texts.append(text)
-    for field in ("refusal", "reasoning_content", "name"):
-        if isinstance(message.get(field), str):
-            texts.append(message[field])
-    calls = message.get("tool_calls")
-    functions = [call.get("function") for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
-    functions.append(message.get("function_call"))  # the legacy single call
-    for function in functions:
-        if isinstance(function, dict):
-            texts.extend(function[k] for k in ("name", "arguments") if isinstance(function.get(k), str))
-
-
-def _strings(value: object, texts: list[str]) -> None:
-    """Every string in a JSON value, keys included (a schema's property names reach the model too);
-    iterative, so that depth costs no recursion."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict):
-            texts.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
-async def _check_request(ctx: RequestContext, settings: ModerationConfig) -> None:
-    texts = request_texts(ctx)
-    if settings.rules:
-        for text in texts:
-            rule = settings.rules.first_match(text)
-            if rule is not None:
-                log.info("request %s refused: its messages match moderation rule %d", ctx.request_id, rule.index)
-                raise content_filtered()
-    if settings.service is not None and texts and ctx.session is not None:
-        if await is_flagged(ctx.session, settings.service, "\n\n".join(texts), ctx.request_id):
-            log.info("request %s refused by the moderation service", ctx.request_id)
-            raise content_filtered()
 
 
 class _ChoiceState:
