@@ -120,7 +120,7 @@ class Envelope:
         chunk["model"] = self.model
 
     @classmethod
-    def of(cls, endpoint: str, chunk: dict[str, Any], created: int, model: str) -> Envelope:
+    def of(cls, endpoint: str, chunk: Chunk, created: int, model: str) -> Envelope:
         """The envelope a chunk carries (`created` and `model` when it has none), for a middleware
         that adds chunks of its own to the answer."""
         upstream_created = chunk.get("created")

@@ -2,7 +2,8 @@
 external moderation service, on the request and on the answer as it flows.
 
 - The request: before the upstream is called (the chain is lazy), every message's text (the prompt on
-  /completions) is checked; any rule match, or a flagged service verdict, is a 400 `content_filter`.
+  /completions) is checked; any rule match, or a flagged service verdict, is a 400 `content_filter`
+  (gateway/moderation_request.py).
 - The answer: one scanner per choice and field (content, reasoning, each tool call's arguments). Text
   that cannot start a match flows on at once; the few characters that could are held until they are
   decided. A model writes one field at a time, so when text arrives for another field (or the choice
@@ -19,29 +20,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Literal
 
-from ..chunks import Chunk, Envelope
+import aiohttp
+
+from ..chunks import Choice, Chunk, Delta, Envelope
 from ..context import RequestContext
-from ..errors import GatewayError
 from ..moderation import Rule, Scanner
-from ..moderation_config import ModerationConfig, parse_moderation
+from ..moderation_config import ModerationConfig, ModerationService, parse_moderation
+from ..moderation_request import CONTENT_FILTERED, check_request
 from ..moderation_service import is_flagged
 from .spec import ConfigSection, MiddlewareSpec
 
 log = logging.getLogger("gateway")
 
-CONTENT_FILTERED = "content_filter"
-_REASONING_FIELDS = ("reasoning_content",)
-_ANSWER_FIELDS = ("content", "refusal")  # a refusal is text the client reads, in place of content
+TextField = Literal["reasoning_content", "content", "refusal"]  # the delta fields the rules scan
+_REASONING_FIELDS: tuple[TextField, ...] = ("reasoning_content",)
+# a refusal is text the client reads, in place of content
+_ANSWER_FIELDS: tuple[TextField, ...] = ("content", "refusal")
+_TEXT_FIELDS = _REASONING_FIELDS + _ANSWER_FIELDS
+# what a choice's scanner reads: a text field, or the arguments of the tool call of this index
+ScanKey = TextField | int
 
 
-def _text_fields(settings: ModerationConfig) -> tuple[str, ...]:
+def _text_fields(settings: ModerationConfig) -> tuple[TextField, ...]:
     """The delta fields the rules scan, in the order a model writes them."""
     return (_REASONING_FIELDS if settings.reasoning else ()) + (_ANSWER_FIELDS if settings.output else ())
-
-
-def content_filtered() -> GatewayError:
-    return GatewayError(400, "the request was refused by the gateway's content moderation", code=CONTENT_FILTERED)
 
 
 async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
@@ -51,7 +55,7 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
             yield chunk
         return
     if settings.input:
-        await _check_request(ctx, settings)
+        await check_request(ctx, settings)
     output = _Output(ctx, settings) if settings.rules and (settings.output or settings.reasoning
                                                            or settings.tool_arguments) else None
     service = settings.service if settings.output else None
@@ -59,7 +63,10 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
         async for chunk in chunks:
             yield chunk
         return
-    window = _Window(ctx, settings) if service is not None else None
+    window = None
+    if service is not None:
+        assert ctx.session is not None  # routes.py gives every request the app's session
+        window = _Window(ctx, settings, service, ctx.session)
     try:
         async for chunk in chunks:
             moderated = output.apply(chunk) if output is not None else (chunk,)
@@ -90,80 +97,12 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
             ctx.moderation_actions.append("output_redact")
 
 
-def request_texts(ctx: RequestContext) -> list[str]:
-    """Every text of the request that a provider will read: each message's content (strings, and text or
-    refusal parts), the reasoning and tool calls (name and arguments) of assistant turns sent back, tool
-    results, and the tools' own names, descriptions and schemas; or the prompt on /completions."""
-    body = ctx.body
-    if ctx.endpoint != "chat":
-        prompt = body.get("prompt")
-        prompts = prompt if isinstance(prompt, list) else [prompt]
-        return [p for p in prompts if isinstance(p, str) and p]
-    texts: list[str] = []
-    for message in body.get("messages") or ():
-        _message_texts(message, texts)
-    tools = body.get("tools")
-    if tools:
-        _strings(tools, texts)
-    return texts
-
-
-def _message_texts(message: dict, texts: list[str]) -> None:
-    content = message.get("content")
-    if isinstance(content, str):
-        texts.append(content)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text") if part.get("type") != "refusal" else part.get("refusal")
-                if isinstance(text, str):
-                    texts.append(text)
-    for field in ("refusal", "reasoning_content", "name"):
-        if isinstance(message.get(field), str):
-            texts.append(message[field])
-    calls = message.get("tool_calls")
-    functions = [call.get("function") for call in calls if isinstance(call, dict)] if isinstance(calls, list) else []
-    functions.append(message.get("function_call"))  # the legacy single call
-    for function in functions:
-        if isinstance(function, dict):
-            texts.extend(function[k] for k in ("name", "arguments") if isinstance(function.get(k), str))
-
-
-def _strings(value: object, texts: list[str]) -> None:
-    """Every string in a JSON value, keys included (a schema's property names reach the model too);
-    iterative, so that depth costs no recursion."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict):
-            texts.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
-async def _check_request(ctx: RequestContext, settings: ModerationConfig) -> None:
-    texts = request_texts(ctx)
-    if settings.rules:
-        for text in texts:
-            rule = settings.rules.first_match(text)
-            if rule is not None:
-                log.info("request %s refused: its messages match moderation rule %d", ctx.request_id, rule.index)
-                raise content_filtered()
-    if settings.service is not None and texts and ctx.session is not None:
-        if await is_flagged(ctx.session, settings.service, "\n\n".join(texts), ctx.request_id):
-            log.info("request %s refused by the moderation service", ctx.request_id)
-            raise content_filtered()
-
-
 class _ChoiceState:
     __slots__ = ("scanners", "last", "ended")
 
     def __init__(self) -> None:
-        self.scanners: dict[str | int, Scanner] = {}  # a text field's name, or a tool call's index
-        self.last: str | int | None = None  # the field that got text last: the only one that may hold some
+        self.scanners: dict[ScanKey, Scanner] = {}
+        self.last: ScanKey | None = None  # the field that got text last: the only one that may hold some
         self.ended = False
 
 
@@ -189,15 +128,15 @@ class _Output:
         """Every choice has ended and one was blocked: nothing more from upstream may reach the client."""
         return self.blocked and self.ended >= self.ctx.choices
 
-    def apply(self, chunk: dict) -> list[dict] | tuple[dict]:
+    def apply(self, chunk: Chunk) -> list[Chunk] | tuple[Chunk]:
         choices = chunk.get("choices")
         if not choices:
             return (chunk,)
         if self.envelope is None:
             self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
-        before: list[dict] = []
-        after: list[dict] = []
-        kept = []
+        before: list[Chunk] = []
+        after: list[Chunk] = []
+        kept: list[Choice] = []
         for choice in choices:
             index = choice.get("index", 0)
             state = self.choices.get(index)
@@ -215,9 +154,9 @@ class _Output:
                 after.append(self._piece(index, {}, CONTENT_FILTERED))
                 continue
             if choice.get("finish_reason"):
-                held: dict = {}
+                held: Delta = {}
                 if state.last is not None:
-                    rule = self._release(state, held)
+                    rule = self._release(state, state.last, held)
                     if rule is not None:  # the held text completed a match only once it ended
                         self._end(state, rule)
                         choice["finish_reason"] = CONTENT_FILTERED
@@ -235,14 +174,14 @@ class _Output:
         chunk["choices"] = kept
         return [*before, chunk, *after] if before or after else (chunk,)
 
-    def end(self) -> list[dict]:
+    def end(self) -> list[Chunk]:
         """The upstream ended: text still held by choices that never finished."""
-        out = []
+        out: list[Chunk] = []
         for index, state in self.choices.items():
             if state.ended or state.last is None:
                 continue
-            held: dict = {}
-            rule = self._release(state, held)
+            held: Delta = {}
+            rule = self._release(state, state.last, held)
             if held:
                 out.append(self._piece(index, held, None))
             if rule is not None:
@@ -250,7 +189,7 @@ class _Output:
                 out.append(self._piece(index, {}, CONTENT_FILTERED))
         return out
 
-    def _delta(self, state: _ChoiceState, delta: dict) -> Rule | None:
+    def _delta(self, state: _ChoiceState, delta: Delta) -> Rule | None:
         """Moderates a delta in place; returns the rule that blocked its choice, if one did."""
         for field in self.fields:
             text = delta.get(field)
@@ -280,7 +219,9 @@ class _Output:
             return None
         for call in list(calls):
             function = call.get("function") if isinstance(call, dict) else None
-            text = function.get("arguments") if isinstance(function, dict) else None
+            if not isinstance(function, dict):
+                continue
+            text = function.get("arguments")
             if not text or not isinstance(text, str):
                 continue
             scanner, rule = self._switch(state, call.get("index", 0), delta)
@@ -297,19 +238,19 @@ class _Output:
                 return rule
         return None
 
-    def _switch(self, state: _ChoiceState, key: str | int, delta: dict) -> tuple[Scanner, Rule | None]:
+    def _switch(self, state: _ChoiceState, key: ScanKey, delta: Delta) -> tuple[Scanner, Rule | None]:
         """The scanner for `key`. Text held by the field written before it is released into `delta` first;
         the rule is the one that ended the choice if that held text completed a block."""
-        rule = self._release(state, delta) if state.last is not None and state.last != key else None
+        rule = self._release(state, state.last, delta) if state.last is not None and state.last != key else None
         state.last = key
         scanner = state.scanners.get(key)
         if scanner is None:
             scanner = state.scanners[key] = self.rules.scanner()
         return scanner, rule
 
-    def _release(self, state: _ChoiceState, delta: dict) -> Rule | None:
-        """Ends the text of the field written last: what it held goes into `delta` under that field."""
-        key, state.last = state.last, None
+    def _release(self, state: _ChoiceState, key: ScanKey, delta: Delta) -> Rule | None:
+        """Ends the text of `key`, the field written last: what it held goes into `delta` under that field."""
+        state.last = None
         scanner = state.scanners[key]
         text = scanner.finish()
         if text:
@@ -323,14 +264,14 @@ class _Output:
         state.ended = True
         self.ended += 1
 
-    def _piece(self, index: int, delta: dict, finish: str | None) -> dict:
+    def _piece(self, index: int, delta: Delta, finish: str | None) -> Chunk:
         assert self.envelope is not None  # set by the first chunk with choices
         return self.envelope.delta(index, delta, finish)
 
 
-def _add(delta: dict, key: str | int, text: str) -> None:
+def _add(delta: Delta, key: ScanKey, text: str) -> None:
     if isinstance(key, str):
-        delta[key] = delta.get(key, "") + text
+        delta[key] = (delta.get(key) or "") + text  # normalize, which runs first, drops a None field
         return
     calls = delta.setdefault("tool_calls", [])
     for call in calls:
@@ -341,32 +282,35 @@ def _add(delta: dict, key: str | int, text: str) -> None:
     calls.append({"index": key, "function": {"arguments": text}})
 
 
-def _merge(delta: dict, held: dict) -> dict:
-    for key, value in held.items():
-        if key == "tool_calls":
-            for call in value:
-                _add(delta, call["index"], call["function"]["arguments"])
-        else:
-            _add(delta, key, value)
+def _merge(delta: Delta, held: Delta) -> Delta:
+    """`delta` with the text `held` was given by `_release` (one field's, or one tool call's) added."""
+    for call in held.get("tool_calls", ()):
+        _add(delta, call["index"], call["function"]["arguments"])
+    for field in _TEXT_FIELDS:
+        text = held.get(field)
+        if isinstance(text, str):
+            _add(delta, field, text)
     return delta
 
 
 class _Window:
     """The service on the answer: chunks wait until their window of text has been checked."""
 
-    def __init__(self, ctx: RequestContext, settings: ModerationConfig) -> None:
+    def __init__(self, ctx: RequestContext, settings: ModerationConfig, service: ModerationService,
+                 session: aiohttp.ClientSession) -> None:
         self.ctx = ctx
-        self.service = settings.service
+        self.service = service
+        self.session = session
         self.fields = _text_fields(settings)
         self.tool_arguments = settings.tool_arguments
-        self.pending: list[dict] = []
+        self.pending: list[Chunk] = []
         self.texts: list[str] = []
         self.size = 0
         self.finished: set[int] = set()  # choices whose finish the client has been sent
         self.envelope: Envelope | None = None  # the answer's, for the chunks moderation adds
         self.blocked = False
 
-    async def add(self, chunk: dict) -> list[dict]:
+    async def add(self, chunk: Chunk) -> list[Chunk]:
         if self.envelope is None and chunk.get("choices"):
             self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
         text = self._text(chunk)
@@ -378,32 +322,35 @@ class _Window:
             self.size += len(text)
         return await self._check() if self.size >= self.service.window_chars else []
 
-    async def end(self) -> list[dict]:
+    async def end(self) -> list[Chunk]:
         return await self._check() if self.pending else []
 
-    async def _check(self) -> list[dict]:
+    async def _check(self) -> list[Chunk]:
         text = "".join(self.texts)
         pending = self.pending
         self.pending, self.texts, self.size = [], [], 0
-        if text and await is_flagged(self.ctx.session, self.service, text, self.ctx.request_id):
+        if text and await is_flagged(self.session, self.service, text, self.ctx.request_id):
             log.info("request %s blocked by the moderation service", self.ctx.request_id)
             self.blocked = True
             envelope = self.envelope or Envelope(self.ctx.endpoint, self.ctx.created, self.ctx.model)
             return [envelope.finish(i, CONTENT_FILTERED) for i in range(self.ctx.choices) if i not in self.finished]
         return self._sent(pending)
 
-    def _sent(self, chunks: list[dict]) -> list[dict]:
+    def _sent(self, chunks: list[Chunk]) -> list[Chunk]:
         for chunk in chunks:
             for choice in chunk.get("choices") or ():
                 if choice.get("finish_reason"):
                     self.finished.add(choice.get("index", 0))
         return chunks
 
-    def _text(self, chunk: dict) -> str:
-        parts = []
+    def _text(self, chunk: Chunk) -> str:
+        parts: list[str] = []
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            parts.extend(delta[f] for f in self.fields if isinstance(delta.get(f), str))
+            delta: Delta = choice.get("delta") or {}
+            for field in self.fields:
+                text = delta.get(field)
+                if isinstance(text, str):
+                    parts.append(text)
             if self.tool_arguments:
                 for call in delta.get("tool_calls") or ():
                     arguments = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None

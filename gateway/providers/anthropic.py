@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..chunks import Chunk, Envelope, response_id_of
+from ..chunks import Chunk, Envelope, ToolCallDelta, response_id_of
 from ..errors import invalid_param, upstream_truncated
 from ..sse import SSEEvent
 from ..upstream import UpstreamRequest, json_object, stream_error
@@ -48,7 +48,7 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in content or () if isinstance(p, dict) and p.get("type") == "text")
 
 
-def _image(url: str, param: str) -> dict:
+def _image(url: str, param: str) -> dict[str, Any]:
     if url.startswith("data:"):
         header, _, data = url.partition(",")
         media_type = header[5:].split(";")[0] or "image/png"
@@ -60,12 +60,12 @@ def _image(url: str, param: str) -> dict:
     raise invalid_param(param, "an image URL must be an http(s) or data: URL")
 
 
-def _blocks(content: Any, where: str) -> list[dict]:
+def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         kind = part.get("type")
         if kind == "text":
@@ -82,7 +82,7 @@ def _blocks(content: Any, where: str) -> list[dict]:
     return blocks
 
 
-def _arguments(call: dict, where: str) -> dict:
+def _arguments(call: dict[str, Any], where: str) -> dict[str, Any]:
     raw = (call.get("function") or {}).get("arguments") or "{}"
     try:
         value = orjson.loads(raw) if isinstance(raw, str) else raw
@@ -95,8 +95,8 @@ def _arguments(call: dict, where: str) -> dict:
     return value
 
 
-def _thinking_blocks(message: dict) -> list[dict]:
-    blocks = []
+def _thinking_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
     for block in message.get("thinking_blocks") or ():
         if not isinstance(block, dict):
             continue
@@ -107,10 +107,10 @@ def _thinking_blocks(message: dict) -> list[dict]:
     return blocks
 
 
-def _messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
+def _messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system blocks, alternating messages): same-role turns merged, tool results in user turns."""
-    system: list[dict] = []
-    turns: list[dict] = []
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         role = message["role"]
@@ -143,9 +143,10 @@ def _messages(messages: list[dict]) -> tuple[list[dict], list[dict]]:
     return system, turns
 
 
-def _tool_choice(choice: Any, parallel: Any) -> dict | None:
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     if choice is None and parallel is not False:
         return None
+    out: dict[str, Any]
     if isinstance(choice, dict):
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
     else:
@@ -155,7 +156,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
     return out
 
 
-def build_body(ctx: RequestContext) -> dict:
+def build_body(ctx: RequestContext) -> dict[str, Any]:
     body = ctx.body
     if ctx.endpoint == "completions":
         messages = [{"role": "user", "content": prompt_text(body)}]
@@ -218,7 +219,7 @@ class Block:
 
     def __init__(self, type: str | None, tool_index: int | None = None) -> None:
         self.type = type
-        self.tool_index = tool_index  # the tool call's index in the OpenAI deltas
+        self.tool_index = tool_index  # the tool call's index in the OpenAI deltas; set on tool_use blocks only
         self.got_arguments = False  # a call that got none sends "{}" when its block stops
 
 
@@ -232,7 +233,7 @@ class State:
         # the request's id until message_start gives Anthropic's message id
         self.envelope = Envelope(ctx.endpoint, ctx.created, ctx.model, response_id_of(ctx.endpoint, ctx.request_id))
         self.started = False
-        self.blocks: dict[int, Block] = {}  # by Anthropic's block index
+        self.blocks: dict[object, Block] = {}  # by Anthropic's block index, as sent (an int when well-formed)
         self.tools = 0
         # the forced tool that carries a structured answer: its input is the message's content
         self.answer_tool = anthropic_format.answer_tool(ctx.body, ctx.model)
@@ -251,11 +252,11 @@ def new_state(ctx: RequestContext) -> State:
     return State(ctx)
 
 
-def _usage(state: State) -> dict:
+def _usage(state: State) -> dict[str, Any]:
     """OpenAI's terms: prompt_tokens is every input token billed (Anthropic's input_tokens counts neither
     cache reads nor cache writes); cached_tokens those read from the cache; cache writes apart."""
     prompt = state.input_tokens + state.cache_read_tokens + state.cache_write_tokens
-    usage = {"prompt_tokens": prompt, "completion_tokens": state.output_tokens,
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": state.output_tokens,
              "total_tokens": prompt + state.output_tokens,
              "prompt_tokens_details": {"cached_tokens": state.cache_read_tokens,
                                        "cache_creation_tokens": state.cache_write_tokens}}
@@ -264,7 +265,7 @@ def _usage(state: State) -> dict:
     return usage
 
 
-def _count_input(state: State, usage: dict) -> None:
+def _count_input(state: State, usage: dict[str, Any]) -> None:
     if isinstance(usage.get("input_tokens"), int):
         state.input_tokens = usage["input_tokens"]
     if isinstance(usage.get("cache_read_input_tokens"), int):
@@ -288,7 +289,7 @@ def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
         block = state.blocks.get(payload.get("index"))
         if block and block.type == "answer" and not block.got_arguments:
             return (state.envelope.delta(0, {"content": "{}"}),)
-        if block and block.type == "tool_use" and not block.got_arguments:  # a call with no arguments: "{}"
+        if block and block.tool_index is not None and not block.got_arguments:  # a call with no arguments: "{}"
             return (state.envelope.delta(0, {"tool_calls": [{"index": block.tool_index,
                                                              "function": {"arguments": "{}"}}]}),)
         return ()
@@ -327,13 +328,14 @@ def parse_event(event: SSEEvent, state: State) -> tuple[Chunk, ...]:
         return ()
     if kind == "error":
         error = payload.get("error") or {}
-        status = ERROR_STATUS.get(error.get("type"), 502)
+        error_type = error.get("type")
+        status = ERROR_STATUS.get(error_type, 502) if isinstance(error_type, str) else 502
         raise stream_error(state.provider, {"error": {"message": error.get("message") or error.get("type"),
                                                       "status_code": status}})
     return ()  # ping and unknown events
 
 
-def _block_start(state: State, payload: dict) -> tuple[Chunk, ...]:
+def _block_start(state: State, payload: dict[str, Any]) -> tuple[Chunk, ...]:
     index = payload.get("index")
     block = payload.get("content_block") or {}
     kind = block.get("type")
@@ -343,8 +345,8 @@ def _block_start(state: State, payload: dict) -> tuple[Chunk, ...]:
     if kind == "tool_use":
         state.blocks[index] = Block("tool_use", state.tools)
         state.tools += 1
-        header = {"index": state.tools - 1, "id": block.get("id") or f"toolu_gw{state.tools}", "type": "function",
-                  "function": {"name": block.get("name", ""), "arguments": ""}}
+        header: ToolCallDelta = {"index": state.tools - 1, "id": block.get("id") or f"toolu_gw{state.tools}",
+                                 "type": "function", "function": {"name": block.get("name", ""), "arguments": ""}}
         return (state.envelope.delta(0, {"tool_calls": [header]}),)
     state.blocks[index] = Block(kind)
     if kind == "text" and block.get("text"):
@@ -356,7 +358,7 @@ def _block_start(state: State, payload: dict) -> tuple[Chunk, ...]:
     return ()  # server_tool_use and *_tool_result blocks run on Anthropic's side: not client tool calls
 
 
-def _block_delta(state: State, payload: dict) -> tuple[Chunk, ...]:
+def _block_delta(state: State, payload: dict[str, Any]) -> tuple[Chunk, ...]:
     block = state.blocks.get(payload.get("index"))
     if block is None:
         return ()
@@ -371,7 +373,7 @@ def _block_delta(state: State, payload: dict) -> tuple[Chunk, ...]:
             return ()
         block.got_arguments = True
         return (state.envelope.delta(0, {"content": fragment}),)
-    if kind == "input_json_delta" and block.type == "tool_use":
+    if kind == "input_json_delta" and block.tool_index is not None:  # a tool_use block
         fragment = delta.get("partial_json")
         if not fragment:
             return ()

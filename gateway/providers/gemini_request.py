@@ -32,11 +32,11 @@ def checked_model(model: str) -> str:
     return model
 
 
-def request_body(body: dict, endpoint: str) -> dict:
+def request_body(body: dict[str, Any], endpoint: str) -> dict[str, Any]:
     """The GenerateContentRequest for an OpenAI chat or completions body."""
     budget = SchemaBudget()  # one for the request: its tools' schemas and its response schema together
     if endpoint == "completions":
-        out: dict = {"contents": [{"role": "user", "parts": [{"text": prompt_text(body)}]}]}
+        out: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": prompt_text(body)}]}]}
     else:
         system, contents = convert_messages(body["messages"])
         out = {"contents": contents}
@@ -53,10 +53,10 @@ def request_body(body: dict, endpoint: str) -> dict:
     return out
 
 
-def convert_messages(messages: list) -> tuple[list, list]:
+def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(systemInstruction parts, contents): consecutive turns of one role merged, as Gemini wants them."""
-    system: list = []
-    contents: list = []
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}  # tool_call_id -> function name, from the assistant turns so far
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
@@ -91,12 +91,12 @@ def _plain_text(content: Any, where: str) -> str:
     return "".join(part["text"] for part in _text_parts(content, where))
 
 
-def _text_parts(content: Any, where: str) -> list[dict]:
+def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
     if content is None or content == "":
         return []
     if isinstance(content, str):
         return [{"text": content}]
-    parts = []
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         if part.get("type") in ("text", "refusal"):
             text = part.get("text") if part["type"] == "text" else part.get("refusal")
@@ -109,10 +109,10 @@ def _text_parts(content: Any, where: str) -> list[dict]:
     return parts
 
 
-def _user_parts(content: Any, where: str) -> list[dict]:
+def _user_parts(content: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
         return _text_parts(content, where)
-    parts = []
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         kind = part.get("type")
         if kind == "text":
@@ -137,7 +137,7 @@ def _user_parts(content: Any, where: str) -> list[dict]:
     return parts
 
 
-def _media_part(url: Any, where: str, fallback_mime: str | None) -> dict:
+def _media_part(url: Any, where: str, fallback_mime: str | None) -> dict[str, Any]:
     """A data: URL is sent inline; an http(s) URL is passed by reference for Google to fetch."""
     if not isinstance(url, str) or not url:
         raise invalid_param(where, "a URL string is required", "invalid_type")
@@ -152,7 +152,7 @@ def _media_part(url: Any, where: str, fallback_mime: str | None) -> dict:
     raise invalid_param(where, "expected a data: URL" + (" or an http(s) URL" if fallback_mime else ""))
 
 
-def _assistant_parts(message: dict, where: str, call_names: dict[str, str]) -> list[dict]:
+def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict[str, Any]]:
     parts = _text_parts(message.get("content"), f"{where}.content")
     for j, call in enumerate(message.get("tool_calls") or ()):
         call_where = f"{where}.tool_calls[{j}]"
@@ -162,7 +162,7 @@ def _assistant_parts(message: dict, where: str, call_names: dict[str, str]) -> l
         if isinstance(call.get("id"), str):
             call_names[call["id"]] = function["name"]
         args = _arguments(function.get("arguments"), f"{call_where}.function.arguments")
-        part: dict = {"functionCall": {"name": function["name"], "args": args}}
+        part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
         signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
         if isinstance(signature, str) and signature:
             part["thoughtSignature"] = signature
@@ -174,7 +174,7 @@ def _assistant_parts(message: dict, where: str, call_names: dict[str, str]) -> l
     return parts
 
 
-def _arguments(arguments: Any, where: str) -> dict:
+def _arguments(arguments: Any, where: str) -> dict[str, Any]:
     if arguments is None or arguments == "":
         return {}
     if isinstance(arguments, dict):
@@ -190,7 +190,7 @@ def _arguments(arguments: Any, where: str) -> dict:
     return parsed
 
 
-def _tool_response(message: dict, where: str, call_names: dict[str, str]) -> dict:
+def _tool_response(message: dict[str, Any], where: str, call_names: dict[str, str]) -> dict[str, Any]:
     call_id = message["tool_call_id"]
     name = call_names.get(call_id)
     if name is None:
@@ -200,7 +200,7 @@ def _tool_response(message: dict, where: str, call_names: dict[str, str]) -> dic
                                  "response": _response_object(_plain_text(message.get("content"), f"{where}.content"))}}
 
 
-def _response_object(text: str) -> dict:
+def _response_object(text: str) -> dict[str, Any]:
     """A tool's JSON object result goes as it is; anything else (or an object nested too deep to send) is
     wrapped, since Gemini wants an object."""
     try:
@@ -212,15 +212,16 @@ def _response_object(text: str) -> dict:
     return {"content": text}
 
 
-def convert_tools(tools: Any, tool_choice: Any, budget: SchemaBudget | None = None) -> tuple[list, dict | None]:
+def convert_tools(tools: Any, tool_choice: Any,
+                  budget: SchemaBudget | None = None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """(tools, toolConfig) from OpenAI's function tools and tool_choice."""
     if not tools:
         return [], None
-    declarations = []
+    declarations: list[dict[str, Any]] = []
     budget = budget or SchemaBudget()
     for i, tool in enumerate(tools):
         function = tool["function"]
-        declaration: dict = {"name": function["name"]}
+        declaration: dict[str, Any] = {"name": function["name"]}
         if isinstance(function.get("description"), str):
             declaration["description"] = function["description"]
         parameters = parameters_schema(function.get("parameters"), f"tools[{i}].function.parameters", budget)
@@ -233,7 +234,7 @@ def convert_tools(tools: Any, tool_choice: Any, budget: SchemaBudget | None = No
     return [{"functionDeclarations": declarations}], config
 
 
-def _function_calling_config(choice: Any) -> tuple[dict | None, set[str] | None]:
+def _function_calling_config(choice: Any) -> tuple[dict[str, Any] | None, set[str] | None]:
     """(toolConfig, names to keep): OpenAI's `allowed_tools` with mode auto is a narrower tool list."""
     modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
     if choice is None:
@@ -247,16 +248,18 @@ def _function_calling_config(choice: Any) -> tuple[dict | None, set[str] | None]
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = choice.get("allowed_tools") or {}
         names = [(t.get("function") or {}).get("name") for t in allowed.get("tools") or () if isinstance(t, dict)]
-        if allowed.get("mode") == "required" and all(isinstance(n, str) for n in names):
-            return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": names}}, None
-        if allowed.get("mode") == "auto" and all(isinstance(n, str) for n in names):
-            return {"functionCallingConfig": {"mode": "AUTO"}}, set(names)
+        named = [n for n in names if isinstance(n, str)]
+        every_tool_named = len(named) == len(names)
+        if allowed.get("mode") == "required" and every_tool_named:
+            return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": named}}, None
+        if allowed.get("mode") == "auto" and every_tool_named:
+            return {"functionCallingConfig": {"mode": "AUTO"}}, set(named)
     raise invalid_param("tool_choice", "'tool_choice' must be 'auto', 'none', 'required', a named function, "
                         "or allowed_tools")
 
 
-def generation_config(body: dict, budget: SchemaBudget | None = None) -> dict:
-    config: dict = {}
+def generation_config(body: dict[str, Any], budget: SchemaBudget | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {}
     for param, key in (("temperature", "temperature"), ("top_p", "topP"), ("presence_penalty", "presencePenalty"),
                        ("frequency_penalty", "frequencyPenalty"), ("n", "candidateCount")):
         if body.get(param) is not None:
@@ -275,16 +278,16 @@ def generation_config(body: dict, budget: SchemaBudget | None = None) -> dict:
     config.update(_response_format(body.get("response_format"), budget or SchemaBudget()))
     thinking = _thinking_config(body)
     if thinking is not None:
-        budget = thinking.get("thinkingBudget")
-        if isinstance(budget, int) and budget > 0:  # thoughts count against maxOutputTokens
-            limit = output_limit(max_tokens, budget, None)
+        thought_tokens = thinking.get("thinkingBudget")
+        if isinstance(thought_tokens, int) and thought_tokens > 0:  # thoughts count against maxOutputTokens
+            limit = output_limit(max_tokens, thought_tokens, None)
             if limit is not None:
                 config["maxOutputTokens"] = limit
         config["thinkingConfig"] = thinking
     return config
 
 
-def _thinking_config(body: dict) -> dict | None:
+def _thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
     """Google's own thinking_config from the client wins; else reasoning_effort's budget."""
     native = google_thinking_config(body)
     if native is not None:
@@ -300,7 +303,7 @@ def _thinking_config(body: dict) -> dict | None:
     return {"thinkingBudget": budget, "includeThoughts": True}  # thought summaries come back as reasoning_content
 
 
-def _response_format(response_format: Any, budget: SchemaBudget) -> dict:
+def _response_format(response_format: Any, budget: SchemaBudget) -> dict[str, Any]:
     if response_format is None:
         return {}
     kind = response_format.get("type") if isinstance(response_format, dict) else None
