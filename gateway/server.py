@@ -29,6 +29,7 @@ log = logging.getLogger("gateway.server")
 # Seconds an idle keep-alive connection stays open; deploy/nginx/gateway.conf keeps its own below this,
 # so that nginx never reuses a connection the gateway is closing.
 KEEPALIVE_TIMEOUT = 75.0
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
 
 
 def server_options(config: Config) -> dict[str, Any]:
@@ -39,6 +40,7 @@ def server_options(config: Config) -> dict[str, Any]:
         "shutdown_timeout": config.server.shutdown_grace,
         "keepalive_timeout": KEEPALIVE_TIMEOUT,
         "header_timeout": config.server.request_timeout,
+        "send_timeout": config.server.send_timeout,
     }
 
 
@@ -63,14 +65,28 @@ def _raw_response(error: GatewayError) -> bytes:
 class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's handler of one connection, with a bound on the headers of each request: from the first
     byte that arrives while the connection waits for a request, the headers have `header_timeout`
-    seconds to be complete; past it the client gets a 408 and the connection is closed."""
+    seconds to be complete; past it the client gets a 408 and the connection is closed. The kernel aborts
+    the connection when data it sent stays unacknowledged for `send_timeout` (TCP_USER_TIMEOUT, set once
+    per connection: gateway/sse.py's EventStream would otherwise set and restore it on every stream)."""
 
-    __slots__ = ("_header_timeout", "_header_timer")
+    __slots__ = ("_header_timeout", "_header_timer", "_send_timeout", "tcp_user_timeout_set")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_timeout: float, send_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._send_timeout = send_timeout
+        self.tcp_user_timeout_set = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if _TCP_USER_TIMEOUT is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(self._send_timeout * 1000))
+                self.tcp_user_timeout_set = True
+            except OSError:  # the connection is already gone
+                pass
 
     def _waiting_for_request(self) -> bool:
         # aiohttp's own test for an idle connection (RequestHandler._process_keepalive): start() awaits

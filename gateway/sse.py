@@ -175,7 +175,8 @@ class EventStream(EventSourceResponse):
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
-        self._set_tcp_user_timeout(request)
+        if not getattr(request.protocol, "tcp_user_timeout_set", False):  # gateway/server.py's handler sets it
+            self._set_tcp_user_timeout(request)
         writer = await StreamResponse.prepare(self, request)  # not aiohttp-sse's: it starts a ping task
         self.enable_chunked_encoding()
         self._protocol, self._transport = request.protocol, request.transport
