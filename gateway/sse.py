@@ -76,9 +76,27 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._pending_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[SSEEvent] = []
+        if self._partial or self._data or self._event is not None:
+            self._feed_lines(chunk, events)
+            return events
+        # At the start of a line, between events: the usual `data: <one line>` events are cut whole, by
+        # their blank line, without going line by line; anything else takes the line-by-line path.
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        limit = self.max_event_bytes
+        for block in blocks:
+            if block[:6] == b"data: " and len(block) <= limit and b"\n" not in block:
+                events.append(SSEEvent(block[6:], None, self._id))
+            else:
+                self._feed_lines(block + b"\n\n", events)
+        if rest:
+            self._feed_lines(rest, events)
+        return events
+
+    def _feed_lines(self, chunk: bytes, events: list[SSEEvent]) -> None:
         lines = chunk.split(b"\n")
         tail = lines.pop()
-        events: list[SSEEvent] = []
         if lines:
             if self._partial:
                 self._partial += lines[0]
@@ -94,7 +112,6 @@ class SSEDecoder:
             self._partial += tail
             if len(self._partial) > self.max_event_bytes:
                 raise SSEDecodeError(f"line longer than {self.max_event_bytes} bytes")
-        return events
 
     def _without_bom(self, chunk: bytes) -> bytes:
         """The spec's decoding drops one leading U+FEFF; kept, it would hide the first field's name."""
