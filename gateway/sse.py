@@ -176,6 +176,8 @@ class EventStream(EventSourceResponse):
     for another one. No task of its own: the keep-alive is a loop timer.
     """
 
+    _send_headers_immediately = False  # aiohttp's: the headers go out with the first events, in one write
+
     def __init__(self, keepalive: float, send_timeout: float = 30.0) -> None:
         super().__init__(sep="\n", ping_interval=keepalive, send_timeout=send_timeout, allow_all_methods=True)
         self._loop = asyncio.get_running_loop()
@@ -199,6 +201,7 @@ class EventStream(EventSourceResponse):
         self._protocol, self._transport = request.protocol, request.transport
         self._last_write = self._loop.time()
         self._keepalive_timer = self._loop.call_at(self._last_write + self._ping_interval, self._keepalive_due)
+        self._flush_handle = self._loop.call_soon(self._flush)  # the headers, with any event written meanwhile
         return writer
 
     async def write_event(self, event: bytes) -> None:
@@ -209,7 +212,7 @@ class EventStream(EventSourceResponse):
             self._flush_handle = self._loop.call_soon(self._flush)
         protocol = self._protocol
         if protocol is not None and protocol.writing_paused:  # the client is behind: wait until it reads
-            self._flush()
+            self._flush_now()
             await self._until_client_reads(self._drained())
 
     async def _drained(self) -> None:
@@ -242,18 +245,26 @@ class EventStream(EventSourceResponse):
         finally:
             deadline.cancel()
 
+    def _flush_now(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_handle = None
         queued = self._queued
-        if not queued or self._write_error is not None:
-            return
-        data = queued[0] if len(queued) == 1 else b"".join(queued)
-        queued.clear()
-        self._last_write = self._loop.time()
         writer = self._payload_writer
-        if writer is None:  # the response ended meanwhile
+        if writer is None or self._write_error is not None:  # the response ended meanwhile, or broke
+            queued.clear()
             return
+        assert isinstance(writer, StreamWriter)  # aiohttp's, for every served request
         try:
+            if not queued:  # the 200 is committed before any event: its headers go out alone
+                writer.send_headers()
+                return
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            queued.clear()
+            self._last_write = self._loop.time()
             _write_at_once(writer, data)
         except ConnectionResetError as exc:  # the connection is closing: the handler learns it on its next write
             self._write_error = exc
@@ -268,7 +279,7 @@ class EventStream(EventSourceResponse):
             protocol = self._protocol
             if protocol is not None and not protocol.writing_paused:  # else a write already waits on the client
                 self._queued.append(KEEPALIVE_COMMENT)
-                self._flush()
+                self._flush_now()
                 if self._write_error is not None:
                     return
                 self.keepalives += 1
@@ -289,11 +300,10 @@ class EventStream(EventSourceResponse):
         self._queued.clear()
 
 
-def _write_at_once(writer: AbstractStreamWriter, data: bytes) -> None:
+def _write_at_once(writer: StreamWriter, data: bytes) -> None:
     """aiohttp's body write, run to its end from a loop callback: with drain=False (and no compression,
     which an event stream never has) StreamWriter.write never suspends, and keeps aiohttp's framing and
     accounting (the headers sent with the first bytes, chunked encoding, output_size)."""
-    assert isinstance(writer, StreamWriter)
     step = writer.write(data, drain=False)
     try:
         step.send(None)
