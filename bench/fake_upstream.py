@@ -1,9 +1,17 @@
-"""A fast fake OpenAI upstream for the stream benchmark: `POST /v1/chat/completions` always streams.
+"""A fast fake upstream for the benchmarks: `POST /v1/chat/completions` and `POST /v1/messages` always stream.
 
-Each answer is what api.openai.com sends for a streamed chat completion, byte for byte in shape:
-a role chunk, `--chunks-per-stream` content chunks, a finish chunk with finish_reason "stop", a
-`choices: []` usage chunk when the request set stream_options.include_usage, then `data: [DONE]`.
-One SSE event per write, as a real provider flushes each token.
+Each answer to /v1/chat/completions is what api.openai.com sends for a streamed chat completion, byte
+for byte in shape: a role chunk, `--chunks-per-stream` content chunks, a finish chunk with
+finish_reason "stop", a `choices: []` usage chunk when the request set stream_options.include_usage,
+then `data: [DONE]`. /v1/messages answers as api.anthropic.com streams a Message: message_start,
+content_block_start, ping, one text_delta per content chunk, content_block_stop, message_delta
+(end_turn), message_stop, with `event:` lines and the padded JSON Anthropic sends. One SSE event per
+write, as a real provider flushes each token.
+
+The same endpoints under `/bench/c<chunks>-i<interval ms>-f<first ms>/` take their settings from the
+path instead of the command line (`f`: the wait before the first content chunk), so that one process
+serves every load of bench/compare.py, each through its own base URL:
+`/bench/c50-i20-f20/v1/chat/completions`, `/bench/c10-i1000-f0/v1/messages`.
 
 Run alone: python bench/fake_upstream.py --port 9000 [--chunks-per-stream 200] [--chunk-interval 0.02]
 """
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 import uuid
 
@@ -26,6 +35,8 @@ TOKENS = (" The", " gateway", " streams", " each", " token", " as", " it", " arr
 SETTINGS = web.AppKey("settings", dict)
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
+ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
+BENCH_LOAD = re.compile(r"c(\d{1,6})-i(\d{1,6})-f(\d{1,6})")
 
 
 def _event(chunk: dict) -> bytes:
@@ -74,24 +85,81 @@ def include_usage(body: dict) -> bool:
     return bool((body.get("stream_options") or {}).get("include_usage"))
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    stream = OpenAIStream(include_usage(orjson.loads(await request.read())))
-    count, interval = settings["chunks_per_stream"], settings["chunk_interval"]
+class AnthropicStream:
+    """The events of one streamed Message, framed as api.anthropic.com frames them (padding included)."""
+
+    def __init__(self) -> None:
+        self.message_id = f"msg_01{uuid.uuid4().hex[:22]}"
+
+    @staticmethod
+    def _event(name: str, payload: dict, padding: int = 0) -> bytes:
+        data = orjson.dumps({"type": name, **payload})
+        if padding:  # Anthropic pads some payloads with spaces before the closing brace
+            data = data[:-1] + b" " * padding + b"}"
+        return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+    def opening(self) -> list[bytes]:
+        usage = {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                 "output_tokens": 1, "service_tier": "standard"}
+        return [self._event("message_start", {"message": {
+                    "model": ANTHROPIC_MODEL, "id": self.message_id, "type": "message", "role": "assistant",
+                    "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}}, 1),
+                self._event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}, 15),
+                b'event: ping\ndata: {"type": "ping"}\n\n']
+
+    def content(self, i: int) -> bytes:
+        return self._event("content_block_delta", {"index": 0, "delta": {"type": "text_delta",
+                                                                           "text": TOKENS[i % len(TOKENS)]}}, 15)
+
+    def ending(self, completion_tokens: int) -> list[bytes]:
+        return [self._event("content_block_stop", {"index": 0}, 4),
+                self._event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                              "usage": {"output_tokens": completion_tokens}}),
+                self._event("message_stop", {}, 3)]
+
+
+def load_settings(request: web.Request) -> tuple[int, float, float]:
+    """(content chunks, seconds between them, seconds before the first) for this request."""
+    load = request.match_info.get("load")
+    if load is None:
+        settings = request.app[SETTINGS]
+        return settings["chunks_per_stream"], settings["chunk_interval"], settings["chunk_interval"]
+    match = BENCH_LOAD.fullmatch(load)
+    if match is None:
+        raise web.HTTPNotFound(text="the load segment reads c<chunks>-i<interval ms>-f<first ms>")
+    chunks, interval_ms, first_ms = map(int, match.groups())
+    return chunks, interval_ms / 1e3, first_ms / 1e3
+
+
+async def _stream(request: web.Request, opening: list[bytes], content, ending) -> web.StreamResponse:
+    count, interval, first = load_settings(request)
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     try:
-        await response.write(stream.role())
+        for event in opening:
+            await response.write(event)
         for i in range(count):
-            if interval:
-                await asyncio.sleep(interval)
-            await response.write(stream.content(i))
-        for event in stream.ending(count):
+            wait = first if i == 0 else interval
+            if wait:
+                await asyncio.sleep(wait)
+            await response.write(content(i))
+        for event in ending(count):
             await response.write(event)
         await response.write_eof()
     except ConnectionResetError:  # the client (the gateway) went away: nothing left to do
         pass
     return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    stream = OpenAIStream(include_usage(orjson.loads(await request.read())))
+    return await _stream(request, [stream.role()], stream.content, stream.ending)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    stream = AnthropicStream()
+    return await _stream(request, stream.opening(), stream.content, stream.ending)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -103,12 +171,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks-per-stream", type=int, default=200, help="content chunks per answer")
     parser.add_argument("--chunk-interval", type=float, default=0.0, help="seconds between content chunks")
+    parser.add_argument("--backlog", type=int, default=128, help="the listening socket's accept queue")
     args = parser.parse_args()
     app = web.Application()
     app[SETTINGS] = {"chunks_per_stream": args.chunks_per_stream, "chunk_interval": args.chunk_interval}
-    app.router.add_post("/v1/chat/completions", chat_completions)
+    for prefix in ("", "/bench/{load}"):
+        app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
+        app.router.add_post(f"{prefix}/v1/messages", messages)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, shutdown_timeout=1)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, shutdown_timeout=1,
+                backlog=args.backlog)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,19 @@
 The `access_log` middleware (outermost) starts an AccessRecord for every request that reaches the app,
 the completion handler fills it as the request goes, and the middleware writes it once the response is
 done: one line, and the request's Prometheus samples (gateway/metrics.py), from the same record. An
-`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py).
+`Expect: 100-continue` refused before the middlewares run writes its record itself (gateway/routes.py),
+and so do a request whose headers never completed and one that is not valid HTTP (begin_unparsed,
+gateway/server.py).
 
 Fields, the same names in text (`name=value`, `-` when unknown) and JSON (null when unknown):
 id (the gateway's own, unique), request_id (X-Request-Id taken when valid, else `id`; returned),
 endpoint, key (the key's id, never the key), provider, model (what answered), stream, tries, outcome,
 status, requested_model, client, method, path, finish_reason, first_chunk_seconds, seconds,
 prompt_tokens, completion_tokens, reasoning_tokens, fallback, moderation (actions taken: input_block,
-output_block, output_redact). Client-controlled values (request_id is checked; requested_model, path, client)
-are capped and, in text, escaped (gateway/logfmt.py); JSON escapes them itself, once.
+output_block, output_redact), stream_id and resume (a resumable stream's id, and how it ended: attached,
+detached, abandoned, over_cap, cancelled; gateway/resume/relay.py). Client-controlled values (request_id
+is checked; requested_model, path, client) are capped and, in text, escaped (gateway/logfmt.py); JSON
+escapes them itself, once.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class AccessRecord:
     upstream_first_bytes: list[tuple[str, float]] = field(default_factory=list)  # (provider, seconds) per try
     chunks_out: int = 0  # chunks written to the client
     keepalives: int = 0
+    stream_id: str | None = None  # a resumable stream's id (never its token)
+    resume: str | None = None  # how a resumable stream ended, for its owner's line
 
     def tokens(self, name: str) -> int | None:
         usage = self.usage
@@ -95,7 +101,7 @@ class AccessRecord:
             "seconds": round(self.seconds, 3), "prompt_tokens": self.tokens("prompt_tokens"),
             "completion_tokens": self.tokens("completion_tokens"),
             "reasoning_tokens": self.tokens("reasoning_tokens"), "fallback": self.fallback,
-            "moderation": list(self.moderation),
+            "moderation": list(self.moderation), "stream_id": self.stream_id, "resume": self.resume,
         }
 
 
@@ -137,15 +143,23 @@ def begin(request: web.Request) -> AccessRecord:
     return record
 
 
-def finish(app: web.Application, record: AccessRecord) -> None:
-    """The request is done: its line, and its samples."""
+def begin_unparsed(peer: str, started: float) -> AccessRecord:
+    """The record of a request that never reached the app (its headers did not complete, or did not
+    parse): only the peer is known; no endpoint, method or path, and no request id but the gateway's own."""
+    own_id = uuid.uuid4().hex
+    return AccessRecord(own_id=own_id, request_id=own_id, client=peer[:FIELD_CAP], method="-", path="-",
+                        started=started)
+
+
+def finish(app: web.Application, record: AccessRecord, quiet: bool = False) -> None:
+    """The request is done: its line (at DEBUG for probes, scrapes and when `quiet`), and its samples."""
     record.seconds = time.monotonic() - record.started
     if record.outcome is None:
         record.outcome = "ok" if record.status < 400 else f"http_{record.status}"
     metrics = app.get(METRICS)
     if metrics is not None:
         metrics.observe(record)
-    level = logging.DEBUG if record.path in QUIET_PATHS and record.status < 400 else logging.INFO
+    level = logging.DEBUG if quiet or (record.path in QUIET_PATHS and record.status < 400) else logging.INFO
     if log.isEnabledFor(level):
         fields = record.fields()
         # the JSON form is made only by the JSON formatter, when there is one: most lines are text

@@ -19,6 +19,7 @@ from .metrics import ObservedHealth, setup_metrics
 from .playground import setup_playground
 from .redaction import redacting_logs
 from .reload import setup_live
+from .resume.service import setup_resume
 from .shared_health import shared_health
 from .routes import SERVED_ENDPOINTS, error_response, setup_routes
 
@@ -105,8 +106,9 @@ def create_app(config: Config) -> web.Application:
     setup_playground(app, config.server)
     setup_cors(app, config.server.cors)
     setup_live(app, config)
-    if config.limits.backend == "redis":  # every instance skips a provider that one of them found failing
-        app.cleanup_ctx.append(shared_health())
+    setup_resume(app, config.resume)  # after the session: its streams end before the session closes
+    # with limits.backend: redis, every instance skips a provider that one of them found failing
+    app.cleanup_ctx.append(shared_health())  # follows reloads: on and off with the live backend
     disabled = [f"{p.name} ({' and '.join(p.missing_env)})" for p in config.providers.values() if not p.enabled]
     if disabled:  # one line: the shipped config names many providers, most without their key
         log.warning("%d provider(s) disabled until their variables are set: %s", len(disabled), ", ".join(disabled))

@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from .logsetup import configure
 
-    configure(args.log_level or config.logging.level, config.logging.format)
+    configure(config.logging.level, config.logging.format, pinned_level=args.log_level)
     from .app import create_app
 
     if args.host is not None and host_problem(args.host):  # the config's own host is checked with the config
@@ -139,7 +139,7 @@ def _supervise(args: argparse.Namespace, config: Config, host: str, port: int) -
         worker_args += ["--log-level", args.log_level]
     logging.getLogger("gateway").info("supervising %d workers on %s", args.workers, listen_url(host, port))
     try:
-        return Supervisor(worker_args, args.workers).run()
+        return Supervisor(worker_args, args.workers, config_path=str(config.source)).run()
     finally:
         for sock in sockets:
             sock.close()

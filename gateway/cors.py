@@ -17,10 +17,11 @@ from .errors import GatewayError
 from .routes import error_response
 
 ALLOWED_METHODS = "GET, POST, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, Last-Event-ID"
+STREAMS_PATH = "/v2/streams/"  # a resumable stream (gateway/resume/routes.py) may also be stopped: DELETE
+ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id, Last-Event-ID, X-Gateway-Resumable, X-Stream-Token"
 # Listed one by one: Access-Control-Expose-Headers takes no pattern such as x-ratelimit-*.
 EXPOSED_HEADERS = ", ".join((
-    "x-request-id", "retry-after",
+    "x-request-id", "retry-after", "x-stream-id", "x-stream-token",
     "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
     "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens",
 ))
@@ -52,12 +53,14 @@ async def cors_preflight(request: web.Request,
         return await handler(request)
     cors = request.app[CORS_CONFIG]
     method = request.headers[hdrs.ACCESS_CONTROL_REQUEST_METHOD].upper()
-    if not allowed_origin(cors, request.headers[hdrs.ORIGIN]) or method not in ("GET", "POST", "HEAD"):
+    streams = request.path.startswith(STREAMS_PATH)
+    methods = ("GET", "POST", "HEAD", "DELETE") if streams else ("GET", "POST", "HEAD")
+    if not allowed_origin(cors, request.headers[hdrs.ORIGIN]) or method not in methods:
         # No Access-Control-Allow-Origin on it: the browser refuses the real request.
         return error_response(GatewayError(403, "this origin may not call the gateway: list it in server.cors.origins",
                            type="permission_error", code="cors_origin_not_allowed"))
     return web.Response(status=204, headers={
-        hdrs.ACCESS_CONTROL_ALLOW_METHODS: ALLOWED_METHODS,
+        hdrs.ACCESS_CONTROL_ALLOW_METHODS: "GET, DELETE, OPTIONS" if streams else ALLOWED_METHODS,
         hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOWED_HEADERS,
         hdrs.ACCESS_CONTROL_MAX_AGE: str(cors.max_age),
     })

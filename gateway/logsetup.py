@@ -3,8 +3,10 @@
 Every JSON line has `ts` (ISO 8601, UTC, milliseconds), `level`, `logger` and `message`; a traceback adds
 `exc`. An access-log record (gateway/access_log.py) carries its fields instead of a message: `event:
 "request"` and the fields listed there, with their raw values (capped, never escaped: JSON escapes them
-once). Secrets are out of every record before it reaches a formatter: gateway/redaction.py's record
-factory cleans the message and traceback, and access fields are redacted when they are built.
+once). A reload (SIGHUP) applies the new `logging` section to the running process (reconfigure); a level
+given on the command line (`--log-level`) stays over the file's. Secrets are out of every record before it
+reaches a formatter: gateway/redaction.py's record factory cleans the message and traceback, and access
+fields are redacted when they are built.
 """
 
 from __future__ import annotations
@@ -44,12 +46,39 @@ def formatter(form: str) -> logging.Formatter:
     return JsonFormatter() if form == "json" else logging.Formatter(TEXT_FORMAT)
 
 
-def configure(level: str, form: str = "text") -> None:
-    """The root logger writes to stderr at `level`, in `form` (text or json)."""
+class _Setup:
+    """What `gateway serve` installed: the handler whose formatter a reload swaps, and the command line's level."""
+
+    handler: logging.Handler | None = None
+    pinned_level: str | None = None
+
+
+def configure(level: str, form: str = "text", *, pinned_level: str | None = None) -> None:
+    """The root logger writes to stderr at `pinned_level` (the command line's) or else `level`, in `form`
+    (text or json)."""
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(form))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(pinned_level or level)
+    _Setup.handler, _Setup.pinned_level = handler, pinned_level
+
+
+def reconfigure(level: str, form: str) -> list[str]:
+    """A reloaded `logging` section applied to the running process: what changed, in words. Nothing when
+    the process did not configure its logging here (an app embedded in tests or another program)."""
+    handler = _Setup.handler
+    if handler is None:
+        return []
+    changed = []
+    root = logging.getLogger()
+    wanted = _Setup.pinned_level or level
+    if logging.getLevelName(root.level) != wanted:
+        changed.append(f"level {wanted}")
+        root.setLevel(wanted)
+    if isinstance(handler.formatter, JsonFormatter) != (form == "json"):
+        changed.append(f"format {form}")
+        handler.setFormatter(formatter(form))
+    return changed

@@ -16,9 +16,11 @@ from aiohttp import web
 from .appkeys import LIVE, Generation, Live
 from .auth import KeyTable
 from .config import Config, ConfigError, exposure_problem, load_config
+from .logsetup import reconfigure
 from .limits import LimitBackend, create_limiter, hand_over, ping, wants_limiter
 from .metrics import METRICS
 from .redaction import redacting_logs
+from .shared_health import SHARED_HEALTH
 
 log = logging.getLogger("gateway.reload")
 
@@ -108,6 +110,12 @@ async def reload(app: web.Application) -> bool:
         retired.secret_scopes.append(scope)
         app[METRICS].configure(config)
         live.current = Generation(config, KeyTable(config.keys), limiter, old.number + 1)
+        sharing = app.get(SHARED_HEALTH)
+        if sharing is not None:  # the new providers' cooldowns shared too, or no sharing without redis
+            await sharing.follow(config)
+        relogged = reconfigure(config.logging.level, config.logging.format)  # the lines below in the new form
+        if relogged:
+            log.info("reload: logging now %s", ", ".join(relogged))
         changed = [name for name in _RESTART_ONLY
                    if getattr(config.server, name) != getattr(old.config.server, name)]
         if changed:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -25,12 +27,12 @@ from .pipeline import Chain
 from .responses import combine, encoder
 from .model_resolution import listed_models, resolve
 from .provider_models import ProviderModels
+from .resume.relay import open_relay, wants_resume
 from .sse import DONE_EVENT, EventStream, encode_event
 from .validation import validate_chat, validate_completion
 
 log = logging.getLogger("gateway")
 
-_END = object()
 _MODEL_SAFE = "/:@.-_+~=,;!*'()[]"  # a header value is printable ASCII: anything else is percent-encoded
 CONTENT_FILTER = "content_filter"
 SERVED_ENDPOINTS = ("POST /v1/chat/completions", "POST /v1/completions", "GET /v1/models")
@@ -57,7 +59,7 @@ async def _read_json(request: web.Request) -> object:
         raise invalid_param(None, f"the request body is not valid JSON: {exc}", "invalid_json") from None
 
 
-def _context(config: Config, endpoint: str, body: dict, request_id: str) -> RequestContext:
+def _context(config: Config, endpoint: str, body: dict[str, Any], request_id: str) -> RequestContext:
     candidates = resolve(config, body["model"])  # every kind resolves to an adapter: config validation checked it
     provider, model = candidates[0]
     stream = bool(body.get("stream"))
@@ -77,7 +79,8 @@ def _context(config: Config, endpoint: str, body: dict, request_id: str) -> Requ
     )
 
 
-async def _complete(request: web.Request, endpoint: str, validate) -> web.StreamResponse:
+async def _complete(request: web.Request, endpoint: str,
+                    validate: Callable[[Any], dict[str, Any]]) -> web.StreamResponse:
     config = generation(request).config
     record = begin(request)
     record.endpoint = endpoint
@@ -92,6 +95,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
         record.stream = bool(body.get("stream"))
         ctx = _context(config, endpoint, body, record.request_id)
         authorize(request, ctx, key)
+        relay = await open_relay(request, ctx, record) if ctx.stream and wants_resume(request, body, key) else None
     except GatewayError as error:
         record.outcome = error.code or str(error.status)
         return error_response(error, record.request_id)
@@ -100,6 +104,7 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
     chain = Chain(ctx, failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), config.middlewares)
     in_flight = request.app[IN_FLIGHT]
     task = asyncio.current_task()
+    assert task is not None
     in_flight.tasks.add(task)
     outcome = CLIENT_DISCONNECTED  # unless an ending below says otherwise: the handler was cancelled
     try:
@@ -107,23 +112,28 @@ async def _complete(request: web.Request, endpoint: str, validate) -> web.Stream
             streams = request.app[METRICS].streams_in_flight
             streams.inc()
             try:
-                response, outcome = await _stream(request, ctx, chain, config.server.sse_keepalive, record)
+                keepalive = config.server.sse_keepalive
+                if relay is None:
+                    response, outcome = await _stream(request, ctx, chain, keepalive, record)
+                else:  # pumped by a task of its own, that goes on when the client leaves (gateway/resume)
+                    response, outcome = await relay.run(
+                        _stream(request, ctx, chain, keepalive, record, relay.event_stream), record)
             finally:
                 streams.dec()
             return response
         try:
-            answer = await combine(ctx, chain)
+            answer = await combine(ctx, chain.output)
         except asyncio.CancelledError:
             if not in_flight.ending:
                 raise
             task.uncancel()
-            error = shutting_down()
-            outcome = error.code
-            return error_response(error, ctx.request_id)
+            ending = shutting_down()
+            outcome = ending.code or str(ending.status)
+            return error_response(ending, ctx.request_id)
         except Exception as exc:  # a GatewayError, or a bug: logged with its traceback, a 500 to the client
-            error = _as_gateway_error(exc, ctx)
-            outcome = error.code or str(error.status)
-            return _tried(error_response(error, ctx.request_id), ctx)
+            failure = _as_gateway_error(exc, ctx)
+            outcome = failure.code or str(failure.status)
+            return _tried(error_response(failure, ctx.request_id), ctx)
         outcome = "ok"
         for choice in answer["choices"]:
             _note_finish(record, choice.get("finish_reason"))
@@ -162,18 +172,20 @@ def _settle_record(record: AccessRecord, ctx: RequestContext, config: Config, ou
 
 
 async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepalive: float,
-                  record: AccessRecord) -> tuple[web.StreamResponse, str]:
+                  record: AccessRecord, make_response: Callable[[float, float], EventStream] = EventStream
+                  ) -> tuple[web.StreamResponse, str]:
     """Streams the chain as SSE. The first chunk is awaited before the 200 is committed, so that a failure
     before any content gets its real HTTP status; past `keepalive` seconds the 200 is committed anyway and
-    keep-alive comments hold the connection while the provider thinks."""
+    keep-alive comments hold the connection while the provider thinks. `make_response` makes the SSE
+    response (a resumable stream's numbers and keeps its events)."""
     chunks = chain.output
     encode = encoder(ctx)
-    first = asyncio.ensure_future(anext(chunks, _END))
+    first = asyncio.ensure_future(anext(chunks, None))  # None: the chain ended (a chunk is never None)
     response: EventStream | None = None
     try:
         done, _ = await asyncio.wait((first,), timeout=keepalive)
         if not done:
-            response = await _open(request, ctx, keepalive, record)
+            response = await _open(request, ctx, keepalive, record, make_response)
         try:
             chunk = await first
         except Exception as exc:
@@ -182,9 +194,9 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
                 return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
             return response, await _fail(response, error)
         if response is None:
-            response = await _open(request, ctx, keepalive, record)
+            response = await _open(request, ctx, keepalive, record, make_response)
         try:
-            if chunk is not _END:
+            if chunk is not None:
                 record.first_chunk = time.monotonic() - record.started
                 await response.write_event(encode(chunk))
                 record.chunks_out += 1
@@ -205,15 +217,18 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         outcome = "client_too_slow" if response is not None and response.too_slow else "client_disconnected"
         return response or web.Response(status=499), outcome
     except asyncio.CancelledError:
+        task = asyncio.current_task()
+        assert task is not None
         if response is not None and response.too_slow:  # dropped for send_timeout: its connection is gone
-            asyncio.current_task().uncancel()
+            task.uncancel()
             return response, "client_too_slow"
-        if not request.app[IN_FLIGHT].ending:
+        stopped_by = response.stopped_by if response is not None else None  # a resumable stream's DELETE
+        if not request.app[IN_FLIGHT].ending and stopped_by is None:
             raise  # the client went away: nothing to tell it
-        asyncio.current_task().uncancel()
-        error = shutting_down()
+        task.uncancel()
+        error = stopped_by or shutting_down()
         if response is None:
-            return error_response(error, ctx.request_id), error.code
+            return error_response(error, ctx.request_id), error.code or str(error.status)
         return response, await _fail(response, error)
     finally:
         if not first.done():
@@ -233,8 +248,9 @@ def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
                         code="internal_error")
 
 
-async def _open(request: web.Request, ctx: RequestContext, keepalive: float, record: AccessRecord) -> EventStream:
-    response = EventStream(keepalive, generation(request).config.server.send_timeout)
+async def _open(request: web.Request, ctx: RequestContext, keepalive: float, record: AccessRecord,
+                make_response: Callable[[float, float], EventStream]) -> EventStream:
+    response = make_response(keepalive, generation(request).config.server.send_timeout)
     record.status = 200  # what the client got, whatever happens to the stream after
     response.headers["x-request-id"] = ctx.request_id
     response.headers.update(ctx.response_headers)
@@ -326,5 +342,7 @@ def setup_routes(app: web.Application) -> None:
         app.router.add_post(f"{prefix}/completions", completions, expect_handler=continue_after_auth)
         app.router.add_get(f"{prefix}/models", models)
     from .probes import setup_probes  # /healthz, /readyz, /admin/health
+    from .resume.routes import setup_stream_routes  # GET and DELETE /v2/streams/{id}
 
     setup_probes(app)
+    setup_stream_routes(app)

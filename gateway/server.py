@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import socket
+import time
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 
+from .access_log import begin_unparsed, finish
 from .config import Config, listen_url
 from .errors import GatewayError
 from .appkeys import CONFIG
@@ -54,27 +56,31 @@ def parser_reason(exc: BaseException) -> str:
     return escape(first.split(":")[0].strip() or "invalid HTTP", 100)
 
 
-def _raw_response(error: GatewayError) -> bytes:
+def _raw_response(error: GatewayError, request_id: str) -> bytes:
     """A whole HTTP response, for a connection that has no request to answer through aiohttp."""
     body = error.to_json()
     head = (f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n")
     return head.encode("ascii") + body
 
 
 class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's handler of one connection, with a bound on the headers of each request: from the first
     byte that arrives while the connection waits for a request, the headers have `header_timeout`
-    seconds to be complete; past it the client gets a 408 and the connection is closed. The kernel aborts
-    the connection when data it sent stays unacknowledged for `send_timeout` (TCP_USER_TIMEOUT, set once
-    per connection: gateway/sse.py's EventStream would otherwise set and restore it on every stream)."""
+    seconds to be complete; past it the client gets a 408, the connection is closed, and the request
+    gets its access-log line like any other. The kernel aborts the connection when data it sent stays
+    unacknowledged for `send_timeout` (TCP_USER_TIMEOUT, set once per connection: gateway/sse.py's
+    EventStream would otherwise set and restore it on every stream)."""
 
-    __slots__ = ("_header_timeout", "_header_timer", "_send_timeout", "tcp_user_timeout_set")
+    __slots__ = ("_app", "_header_timeout", "_header_timer", "_headers_since", "_send_timeout", "tcp_user_timeout_set")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, send_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, app: web.Application, header_timeout: float, send_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        self._app = app
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._headers_since = 0.0  # time.monotonic() of the first byte of the headers awaited
         self._send_timeout = send_timeout
         self.tcp_user_timeout_set = False
 
@@ -98,6 +104,7 @@ class GatewayRequestHandler(web.RequestHandler):
         if not self._waiting_for_request():  # a request's headers are complete, or a request is running
             self._stop_header_timer()
         elif data and self._header_timer is None:
+            self._headers_since = time.monotonic()
             self._header_timer = self._loop.call_later(self._header_timeout, self._headers_timed_out)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -113,27 +120,38 @@ class GatewayRequestHandler(web.RequestHandler):
         self._header_timer = None
         if self.transport is None or not self._waiting_for_request():
             return
-        log.info("client %s did not send complete request headers within %g s (server.request_timeout): "
-                 "connection closed", self._peer(), self._header_timeout)
+        record = begin_unparsed(self._peer_address(), self._headers_since)
         self.transport.write(_raw_response(GatewayError(
             408, f"the request headers did not arrive within {self._header_timeout:g} s", type="timeout_error",
-            code="request_timeout")))
+            code="request_timeout"), record.request_id))
         self.force_close()  # close() flushes the 408 first
+        record.status, record.outcome = 408, "request_timeout"
+        finish(self._app, record)  # status=408 outcome=request_timeout: the access line says what happened
 
     def _peer(self) -> str:
+        return escape(self._peer_address(), 100)
+
+    def _peer_address(self) -> str:
+        """The peer as an access record holds it: raw (the line's formatter escapes it)."""
         peer = self.peername
-        return escape(peer[0] if isinstance(peer, tuple) else peer or "-", 100)
+        return str(peer[0]) if isinstance(peer, tuple) else peer or "-"
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         """What aiohttp answers a request it could not parse (or one whose handler failed outside the
-        middlewares): the OpenAI error shape, and one log line without the request's bytes."""
+        middlewares): the OpenAI error shape, and one log line without the request's bytes (with, for a
+        request that did not parse, its access-log line)."""
+        record = None
         if isinstance(exc, HttpProcessingError):
             reason = parser_reason(exc)
             # non-HTTP traffic on a public port is noise: aiohttp logs it at debug too
-            level = logging.DEBUG if isinstance(exc, BadHttpMethod) and self._request_count == 1 else logging.INFO
-            log.log(level, "malformed HTTP request from %s: %s", self._peer(), reason)
+            noise = isinstance(exc, BadHttpMethod) and self._request_count == 1
+            log.log(logging.DEBUG if noise else logging.INFO, "malformed HTTP request from %s: %s", self._peer(),
+                    reason)
             error = GatewayError(status, f"the request is not valid HTTP: {reason}", code="malformed_request")
+            record = begin_unparsed(self._peer_address(), time.monotonic())  # it never reached the app's middlewares
+            record.status, record.outcome = status, "malformed_request"
+            finish(self._app, record, quiet=noise)
         elif status == 504:
             error = GatewayError(504, "the gateway timed out handling this request", type="timeout_error",
                                  code="timeout")
@@ -143,19 +161,22 @@ class GatewayRequestHandler(web.RequestHandler):
         if request.writer.output_size > 0:  # as aiohttp: part of a response went out, the connection is broken
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
         response = web.Response(status=status, body=error.to_json(), content_type="application/json")
+        if record is not None:
+            response.headers["X-Request-Id"] = record.request_id
         response.force_close()
         return response
 
 
 class GatewayServer(web.Server):
-    """aiohttp's Server, building a GatewayRequestHandler for each connection."""
+    """aiohttp's Server of `app`, building a GatewayRequestHandler for each connection."""
 
-    def __init__(self, base: web.Server) -> None:
+    def __init__(self, base: web.Server, app: web.Application) -> None:
         super().__init__(base.request_handler, request_factory=base.request_factory,
                          handler_cancellation=base.handler_cancellation, loop=base._loop, **base._kwargs)
+        self.app = app
 
     def __call__(self) -> GatewayRequestHandler:
-        return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
+        return GatewayRequestHandler(self, loop=self._loop, app=self.app, **self._kwargs)
 
 
 class GatewayRunner(web.AppRunner):
@@ -165,7 +186,7 @@ class GatewayRunner(web.AppRunner):
         super().__init__(app, **{**server_options(app[CONFIG]), **kwargs})
 
     async def _make_server(self) -> web.Server:
-        return GatewayServer(await super()._make_server())  # the app's startup runs in there
+        return GatewayServer(await super()._make_server(), self.app)  # the app's startup runs in there
 
 
 class ListenError(Exception):

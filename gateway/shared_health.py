@@ -9,6 +9,9 @@ timestamps, cross the wire: the instances' clocks need not agree. Staleness boun
 provider at most POLL_INTERVAL seconds (plus one Redis round trip) after the cooldown began, and stops skipping
 it within the same bound after a probe succeeded. When Redis does not answer, each instance goes on with its
 own cooldowns (logged once per outage).
+
+What is shared follows the live generation (gateway/reload.py): a SIGHUP that adds a provider adds it to the
+poll, one that switches `limits.backend` to or from redis (or moves its URL) starts, stops or moves the sharing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from .appkeys import CONFIG, HEALTH
+from .appkeys import HEALTH, LIVE
+from .config import Config
 from .health import Health
 
 log = logging.getLogger("gateway.health")
@@ -44,7 +48,8 @@ class SharedCooldowns:
     def __init__(self, health: Health, providers: list[str], url: str, *,
                  poll_interval: float = POLL_INTERVAL) -> None:
         self.health = health
-        self.providers = providers
+        self.url = url
+        self.providers = providers  # replaced whole by a reload (SharedHealth.follow)
         self.poll_interval = poll_interval
         self.client = aioredis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
         self._enter = self.client.register_script(_ENTER)
@@ -71,11 +76,12 @@ class SharedCooldowns:
             self._unanswered(exc)
 
     async def poll_once(self) -> None:
+        names = self.providers  # the list a reload may replace while the round trip is out
         async with self.client.pipeline(transaction=False) as pipe:
-            for name in self.providers:
+            for name in names:
                 pipe.pttl(PREFIX + name)
             lefts = await pipe.execute()
-        for name, left in zip(self.providers, lefts):
+        for name, left in zip(names, lefts):
             self.health.shared_cooldown(name, left / 1000 if left > 0 else None)
 
     async def _poll_forever(self) -> None:
@@ -112,15 +118,44 @@ class SharedCooldowns:
         await self.client.aclose()
 
 
+class SharedHealth:
+    """The app's cooldown sharing, kept in step with the live generation: on while its `limits.backend` is
+    redis, over the providers it names; off (nothing polled, nothing published) otherwise."""
+
+    def __init__(self, health: Health, poll_interval: float = POLL_INTERVAL) -> None:
+        self.health = health
+        self.poll_interval = poll_interval
+        self.shared: SharedCooldowns | None = None
+
+    async def follow(self, config: Config) -> None:
+        if config.limits.backend != "redis":
+            await self.close()
+            return
+        if self.shared is not None and self.shared.url == config.limits.url:
+            self.shared.providers = list(config.providers)
+            return
+        await self.close()  # a new URL: a new client
+        self.shared = SharedCooldowns(self.health, list(config.providers), config.limits.url,
+                                      poll_interval=self.poll_interval)
+        self.shared.start()
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            shared, self.shared = self.shared, None
+            await shared.close()
+
+
+SHARED_HEALTH = web.AppKey("shared_health", SharedHealth)
+
+
 def shared_health(poll_interval: float = POLL_INTERVAL) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: shares the app's provider cooldowns through the limits' Redis."""
+    """A cleanup context: shares the app's provider cooldowns through the limits' Redis, while the live
+    config's limits backend is redis (gateway/reload.py calls `follow` on each reload)."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        config = app[CONFIG]
-        shared = SharedCooldowns(app[HEALTH], list(config.providers), config.limits.url,
-                                 poll_interval=poll_interval)
-        shared.start()
+        sharing = app[SHARED_HEALTH] = SharedHealth(app[HEALTH], poll_interval)
+        await sharing.follow(app[LIVE].current.config)
         yield
-        await shared.close()
+        await sharing.close()
 
     return lifecycle

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web import BaseRequest, StreamResponse
 from aiohttp_sse import EventSourceResponse
+
+if TYPE_CHECKING:
+    from .errors import GatewayError
 
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
@@ -190,6 +193,7 @@ class EventStream(EventSourceResponse):
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self.too_slow = False
         self.keepalives = 0  # comments sent, for the request's access record
+        self.stopped_by: GatewayError | None = None  # set when the gateway ends the stream early (a DELETE)
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
@@ -278,6 +282,8 @@ class EventStream(EventSourceResponse):
         if now >= due:
             protocol = self._protocol
             if protocol is not None and not protocol.writing_paused:  # else a write already waits on the client
+                # queued here, not through write_event: a subclass that numbers and keeps events
+                # (gateway/resume/relay.py) overrides write_event, and a comment is never numbered or kept
                 self._queued.append(KEEPALIVE_COMMENT)
                 self._flush_now()
                 if self._write_error is not None:

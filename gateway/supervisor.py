@@ -6,6 +6,11 @@ the port (a port 0 becomes a real one every worker shares), and an address that 
 once, before any worker starts. It restarts a worker that dies, forwards SIGHUP (reload) to each, and
 on SIGTERM or SIGINT sends each a SIGTERM and waits: every worker drains within its own shutdown grace.
 
+A worker that cannot start (it dies within FAST_FAILURE seconds, again and again) is restarted after a
+pause that doubles with each such death (RestartPolicy); after GIVE_UP_AFTER of them in a row the
+supervisor stops every worker and exits 1, so that the service manager sees the failure. A worker that
+ran for a while before dying, or a restarted one that stays up, resets the count.
+
 Prometheus: the workers write their samples to files in a directory the supervisor makes
 (PROMETHEUS_MULTIPROC_DIR, prometheus-client's multiprocess mode), so that /metrics, whichever worker
 answers it, adds up every worker's; the directory goes when the supervisor ends.
@@ -29,7 +34,10 @@ from .config import listen_url
 log = logging.getLogger("gateway.supervisor")
 
 POLL = 0.2  # seconds between looks at the workers: a restart is never urgent to the millisecond
-QUICK_DEATH = 2.0  # a worker that dies this soon after its start is restarted only after a pause
+FAST_FAILURE = 5.0  # seconds: a worker that dies sooner after its start failed to start
+FIRST_PAUSE = 0.25  # seconds before the restart after a first fast failure; doubled after each next one
+MAX_PAUSE = 4.0
+GIVE_UP_AFTER = 6  # fast failures in a row: the workers cannot start, restarting them would only spin
 _PR_SET_PDEATHSIG = 1
 
 
@@ -69,11 +77,43 @@ def _die_with_parent() -> None:
         pass  # not Linux: a killed supervisor leaves its workers to the service manager
 
 
+class RestartPolicy:
+    """When to start a worker again after one died: at once after one that ran for a while; after a
+    pause doubling with each fast failure in a row (capped); never after `give_up_after` of them."""
+
+    def __init__(self, fast_failure: float = FAST_FAILURE, first_pause: float = FIRST_PAUSE,
+                 max_pause: float = MAX_PAUSE, give_up_after: int = GIVE_UP_AFTER) -> None:
+        self.fast_failure = fast_failure
+        self.first_pause = first_pause
+        self.max_pause = max_pause
+        self.give_up_after = give_up_after
+        self.fast_failures = 0  # in a row
+
+    def died(self, lived: float) -> float | None:
+        """A worker died `lived` seconds after its start: the pause before its successor, None to give up."""
+        if lived >= self.fast_failure:
+            self.fast_failures = 0
+            return 0.0
+        self.fast_failures += 1
+        if self.fast_failures >= self.give_up_after:
+            return None
+        return min(self.max_pause, self.first_pause * 2.0 ** (self.fast_failures - 1))
+
+    def stayed_up(self, lived: float) -> None:
+        """The newest worker (started after the last failure) is alive `lived` seconds after its start."""
+        if lived >= self.fast_failure:
+            self.fast_failures = 0
+
+
 class Supervisor:
-    def __init__(self, worker_args: list[str], workers: int) -> None:
+    def __init__(self, worker_args: list[str], workers: int, policy: RestartPolicy | None = None,
+                 config_path: str | None = None) -> None:
         self.worker_args = worker_args
+        self.config_path = config_path  # its logging section is the supervisor's own too
         self.count = workers
         self.workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # pid -> (process, started)
+        self.restarts: list[float] = []  # when each replacement of a dead worker is due (monotonic)
+        self.policy = policy or RestartPolicy()
         self.stopping = False
         self.metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir}
@@ -98,31 +138,29 @@ class Supervisor:
     def _hangup(self, _signum: int, _frame: object) -> None:
         log.info("SIGHUP: each worker reloads its config")
         self._signal_all(signal.SIGHUP)
+        if self.config_path is not None:  # the supervisor's lines follow the workers' logging section
+            from .config import ConfigError, load_config
+            from .logsetup import reconfigure
+
+            try:
+                config = load_config(self.config_path)
+            except ConfigError:
+                return  # each worker logs the problems and keeps its config
+            reconfigure(config.logging.level, config.logging.format)
 
     def run(self) -> int:
-        """Until SIGTERM or SIGINT and every worker's end: 0 when each ended cleanly."""
+        """Until SIGTERM or SIGINT and every worker's end: 0 when each ended cleanly; 1 when one did not,
+        or when the workers could not start (the supervisor gave up)."""
         previous = {signum: signal.signal(signum, handler) for signum, handler in
                     ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop), (signal.SIGHUP, self._hangup))}
         failed = False
         try:
             for _ in range(self.count):
                 self._start_one()
-            while self.workers:
+            while self.workers or (self.restarts and not self.stopping):
                 time.sleep(POLL)
-                for pid, (process, started) in list(self.workers.items()):
-                    code = process.poll()
-                    if code is None:
-                        continue
-                    del self.workers[pid]
-                    self._forget_metrics(pid)
-                    if self.stopping:
-                        failed = failed or code != 0
-                        continue
-                    log.warning("worker %d exited with %s: starting another", pid, _exit_words(code))
-                    if time.monotonic() - started < QUICK_DEATH:
-                        time.sleep(QUICK_DEATH)  # a worker that cannot start must not spin the machine
-                    if not self.stopping:
-                        self._start_one()
+                failed = self._reap() or failed
+                self._restart_due()
         finally:
             self.stopping = True
             self._signal_all(signal.SIGTERM)
@@ -132,6 +170,43 @@ class Supervisor:
                 signal.signal(signum, handler)
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return 1 if failed else 0
+
+    def _reap(self) -> bool:
+        """Workers that ended: each replaced in due time, unless stopping. True when one failed for good:
+        it ended badly while stopping, or the workers cannot start (then every worker is stopped)."""
+        failed = False
+        now = time.monotonic()
+        for pid, (process, started) in list(self.workers.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del self.workers[pid]
+            self._forget_metrics(pid)
+            if self.stopping:
+                failed = failed or code != 0
+                continue
+            pause = self.policy.died(now - started)
+            if pause is None:
+                log.error("worker %d exited with %s: %d workers in a row died within %g s of their start; giving "
+                          "up, stopping every worker (the log above says why they died)", pid, _exit_words(code),
+                          self.policy.fast_failures, self.policy.fast_failure)
+                self.stopping = True
+                self._signal_all(signal.SIGTERM)
+                return True
+            log.warning("worker %d exited with %s: starting another%s", pid, _exit_words(code),
+                        f" in {pause:g} s" if pause else "")
+            self.restarts.append(now + pause)
+        if self.workers and not self.restarts:  # the newest worker began after the last death
+            self.policy.stayed_up(now - max(started for _, started in self.workers.values()))
+        return failed
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        due = [when for when in self.restarts if when <= now]
+        self.restarts = [when for when in self.restarts if when > now]
+        if not self.stopping:
+            for _ in due:
+                self._start_one()
 
     def _forget_metrics(self, pid: int) -> None:
         """A dead worker's live gauges (streams in flight) leave the sum; its counters stay counted."""

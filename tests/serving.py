@@ -18,15 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.asynccontextmanager
-async def served(config: str, port: int, tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen, Path]]:
-    """Runs `gateway serve` on `config` (which listens on `port`) until it answers /healthz; yields the
-    process and its log. The process is killed on the way out if the test did not end it."""
+async def served(config: str, port: int, tmp_path: Path,
+                 *args: str) -> AsyncIterator[tuple[subprocess.Popen, Path]]:
+    """Runs `gateway serve` on `config` (which listens on `port`), with `args` on its command line, until it
+    answers /healthz; yields the process and its log. The process is killed on the way out if the test did
+    not end it."""
     path = tmp_path / "providers.yaml"
     path.write_text(config)
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
-        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path)], cwd=ROOT,
-                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), *args],
+                                   cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
         async with aiohttp.ClientSession() as session, asyncio.timeout(BOUND):
             while True:

@@ -88,7 +88,7 @@ async def test_a_listed_origin_is_echoed_with_the_exposed_headers(cors_gateway, 
     exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
     assert {"x-request-id", "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
             "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens"} == exposed
+            "x-ratelimit-reset-tokens", "x-stream-id", "x-stream-token"} == exposed
     assert "*" not in EXPOSED_HEADERS
     assert "Origin" in response.headers["Vary"]
     assert "Access-Control-Allow-Credentials" not in response.headers  # keys go in a header, not a cookie

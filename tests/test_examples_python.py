@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, strategies as st
 
-from tests.fakes.upstream import HANG, RESET, Reply, Wait, chat_chunk, sse
+from tests.fakes.upstream import HANG, RESET, Reply, Sleep, Wait, chat_chunk, sse
 from tests.serving import served
-from tests.helpers import (EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, JSON, ScriptRun, cut_inside_characters, error_body,
-                           free_port, run_script, via)
+from tests.helpers import (EXAMPLES_CLIENT_KEY, EXAMPLES_KEYS, EXAMPLES_PACE, JSON, ScriptRun, cut_inside_characters,
+                           error_body, free_port, run_script, via)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "python"
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,7 +47,7 @@ def content(*texts: str) -> list[bytes]:
 
 FINISH = sse(chat_chunk({}, "stop"))
 async def test_every_example_answers_help_with_its_usage():
-    assert len(SCRIPTS) == 5
+    assert len(SCRIPTS) == 6
     results = await asyncio.gather(*(run(script, "--help") for script in SCRIPTS))
     for script, result in zip(SCRIPTS, results):
         assert result.code == 0, result.err
@@ -303,3 +303,28 @@ def test_raw_sse_reader_refuses_a_line_without_end():
     with pytest.raises(RAW_SSE.IncompleteStream, match="a line longer than"):
         for _ in range(RAW_SSE.MAX_LINE_CHARS // 65536 + 2):
             reader.feed(b"x" * 65536)
+
+
+# resume_stream.py
+
+
+async def test_resume_example_drops_mid_stream_and_shows_the_whole_answer_once(upstream, gateway):
+    pieces = ["Once", " upon", " a", " time", " there", " was", " a", " stream."]
+    steps: list = [sse(chat_chunk({"role": "assistant", "content": ""}), done=False)]
+    for piece in pieces:
+        steps += [sse(chat_chunk({"content": piece}), done=False), Sleep(EXAMPLES_PACE)]
+    upstream.queue(Reply(steps=steps + [FINISH]))
+    result = await run("resume_stream.py", *via(gateway), "--drop-after", "2", "--model", "up/gpt-4o-mini")
+    assert result.code == 0, result.err
+    assert result.out.startswith("".join(pieces) + "\n--- complete (finish reason: stop; resumed 1 time(s))")
+    assert re.search(r"connection dropped after event [A-Za-z0-9_-]+\.3; resuming", result.err)
+    assert len(upstream.received) == 1 and upstream.completed == 1  # asked once, read to its end
+
+
+async def test_resume_example_gives_the_demo_answer_whether_it_drops_or_not(gateway):
+    whole = await run("resume_stream.py", *via(gateway), "--drop-after", "0", "Grüße, 世界")
+    dropped = await run("resume_stream.py", *via(gateway), "--drop-after", "4", "Grüße, 世界")
+    assert whole.code == dropped.code == 0, (whole.err, dropped.err)
+    text = whole.out.split("\n--- complete")[0]
+    assert 'You wrote: "Grüße, 世界"' in text and dropped.out.split("\n--- complete")[0] == text
+    assert "resumed 0 time(s)" in whole.out and "resumed 1 time(s)" in dropped.out

@@ -17,8 +17,8 @@ from tests.serving import BOUND, served
 OLD_KEY, NEW_KEY = "sk-old-client-key-0123456789", "sk-new-client-key-0123456789"
 
 
-def _config(port: int, key: str, routes: str = "") -> str:
-    return (f"server: {{port: {port}, shutdown_grace: 5}}\n"
+def _config(port: int, key: str, routes: str = "", logging: str = "") -> str:
+    return (f"server: {{port: {port}, shutdown_grace: 5}}\n{logging}"
             "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0.05}\n"
             f"keys:\n  - {{id: k, sha256: {hash_key(key.encode())}}}\n{routes}")
 
@@ -146,3 +146,64 @@ async def test_a_redis_limits_backend_is_pinged_at_start_and_its_state_logged(tm
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(BOUND) == 0
     assert "limits backend: redis does not answer" in log.read_text()
+
+
+async def _reloaded(session: aiohttp.ClientSession, url: str, gateway, path, text: str) -> None:
+    path.write_text(text)
+    gateway.send_signal(signal.SIGHUP)
+
+    async def second_generation() -> bool:
+        return (await _admin(session, url))["config"]["generation"] == 2
+
+    await _until(second_generation)
+
+
+def _around(text: str, mark: str) -> tuple[list[str], list[str]]:
+    """The log's lines before the first that holds `mark`, and after it."""
+    lines = text.splitlines()
+    at = next((i for i, line in enumerate(lines) if mark in line), None)
+    assert at is not None, text
+    return lines[:at], lines[at + 1:]
+
+
+def _json_lines(lines: list[str]) -> list[dict]:
+    return [orjson.loads(line) for line in lines if line.startswith("{")]
+
+
+async def test_sighup_applies_a_changed_logging_section(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with served(_config(port, OLD_KEY), port, tmp_path) as (gateway, log), aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200  # logged at DEBUG: not shown at INFO
+        async with session.post(f"{url}/v1/chat/completions", json=_chat("demo/echo"),
+                                headers=_auth(OLD_KEY)) as response:
+            assert response.status == 200  # logged at INFO, in text
+        await _reloaded(session, url, gateway, tmp_path / "providers.yaml",
+                        _config(port, OLD_KEY, logging="logging: {level: DEBUG, format: json}\n"))
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200  # now shown, in JSON
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(BOUND) == 0
+    before, after = _around(log.read_text(), '"message":"reload: logging now level DEBUG, format json"')
+    assert not [line for line in before if "/healthz" in line]  # at INFO,
+    assert [line for line in before if line.startswith("20") and "request id=" in line and "/v1/chat" in line]
+    probes = [line for line in _json_lines(after) if line.get("path") == "/healthz"]
+    assert len(probes) == 1 and probes[0]["level"] == "DEBUG" and probes[0]["event"] == "request"
+    assert [line for line in after if not line.startswith("{")] == []  # every line JSON
+
+
+async def test_sighup_keeps_the_command_line_s_log_level_over_the_file_s(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with served(_config(port, OLD_KEY), port, tmp_path, "--log-level", "DEBUG") as (gateway, log), \
+            aiohttp.ClientSession() as session:
+        await _reloaded(session, url, gateway, tmp_path / "providers.yaml",
+                        _config(port, OLD_KEY, logging="logging: {level: WARNING, format: json}\n"))
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(BOUND) == 0
+    _, after = _around(log.read_text(), '"message":"reload: logging now format json"')
+    probes = [line for line in _json_lines(after) if line.get("path") == "/healthz"]
+    assert len(probes) == 1 and probes[0]["level"] == "DEBUG"  # --log-level DEBUG still wins over WARNING

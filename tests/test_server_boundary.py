@@ -15,6 +15,7 @@ import zlib
 import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import ConfigError, parse_config
 from tests.fakes.upstream import chat_chunk, sse
@@ -249,6 +250,35 @@ async def test_slowloris_headers_are_cut_off_with_a_408(make_gateway, after_a_re
     assert openai_error(status, headers, body)["code"] == "request_timeout"
 
 
+async def test_headers_that_never_complete_get_an_access_line_and_are_counted(make_gateway, caplog):
+    """Every request gets one line, the one that never became a request too: what is known of it (the peer,
+    the 408, the outcome) and the gateway's own id, which the 408 returns."""
+    caplog.set_level(logging.INFO)
+    gateway = await make_gateway(request_timeout=0.5)
+    reader, writer = await connect(gateway.server.port)
+    headers_never_complete = b"POST /v1/chat/completions HTTP/1.1\r\n" + b"X-Slow: a\r\n" * 500
+    trickle = asyncio.ensure_future(_trickle(writer, headers_never_complete))
+    try:
+        status, headers, _ = await read_response(reader)
+    finally:
+        trickle.cancel()
+        writer.close()
+    assert status == 408
+    lines = [record for record in caplog.records if record.name == "gateway.access"]
+    assert len(lines) == 1
+    fields = lines[0].access_fields()
+    assert {name: fields[name] for name in ("status", "outcome", "client", "endpoint", "method", "path", "key")} == {
+        "status": 408, "outcome": "request_timeout", "client": "127.0.0.1", "endpoint": "-", "method": "-",
+        "path": "-", "key": None}
+    assert fields["request_id"] == fields["id"] == headers["x-request-id"]
+    assert "outcome=request_timeout status=408" in lines[0].getMessage()
+    scrape = await (await gateway.get("/metrics")).text()
+    counted = {tuple(sorted(sample.labels.items())): sample.value for family in text_string_to_metric_families(scrape)
+               for sample in family.samples if sample.name == "gateway_requests_total"}
+    assert counted[(("endpoint", "-"), ("model", "-"), ("outcome", "request_timeout"), ("provider", "-"),
+                    ("status", "408"))] == 1
+
+
 async def test_idle_keep_alive_connection_is_not_cut_by_request_timeout(make_gateway):
     """request_timeout bounds headers once they begin, not the wait between two requests."""
     gateway = await make_gateway(request_timeout=0.3)
@@ -297,6 +327,17 @@ async def test_malformed_requests_get_openai_errors_and_one_log_line(gateway, ca
     assert len(lines) == 1
     assert not CONTROL.search(lines[0]) and len(lines[0]) < 200
     assert b"aaaa" not in body and b"aaaa" not in lines[0].encode()  # none of the request's bytes
+    access = [r.access_fields() for r in caplog.records if r.name == "gateway.access"]  # and its access line
+    assert [(line["status"], line["outcome"], line["path"], line["request_id"]) for line in access] == [
+        (400, "malformed_request", "-", headers["x-request-id"])]
+
+
+async def test_non_http_traffic_gets_its_access_line_at_debug(gateway, caplog):
+    caplog.set_level(logging.DEBUG)
+    status, _, _ = await exchange(gateway.server.port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
+    assert status == 400  # a TLS hello on the plain port
+    access = [r for r in caplog.records if r.name == "gateway.access"]
+    assert [(r.levelno, r.access_fields()["outcome"]) for r in access] == [(logging.DEBUG, "malformed_request")]
 
 
 async def test_gateway_serve_applies_the_same_boundary(tmp_path):

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
+from gateway.supervisor import RestartPolicy
 from tests.helpers import free_port
 from tests.serving import BOUND
 
@@ -21,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = "providers:\n  - {name: demo, kind: demo, models: [echo], token_interval: 0}\n"
 
 
-def _start(tmp_path: Path, config: str, *args: str) -> tuple[subprocess.Popen, Path]:
+def _start(tmp_path: Path, config: str, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
     path = tmp_path / "providers.yaml"
     path.write_text(config)
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), *args],
-                                   cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                                   cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
     return process, log
 
 
@@ -91,8 +93,8 @@ async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_e
             async with session.get(f"{url}/metrics") as response:
                 metrics = await response.text()
         (tmp_path / "providers.yaml").write_text(f"server: {{port: {port}, shutdown_grace: 3}}\n{DEMO}"
-                                                 "routes:\n  fresh: [demo/echo]\n")
-        process.send_signal(signal.SIGHUP)  # the supervisor passes it on: each worker reloads
+                                                 "routes:\n  fresh: [demo/echo]\nlogging: {format: json}\n")
+        process.send_signal(signal.SIGHUP)  # the supervisor passes it on: each worker reloads, and its logging too
         assert await _pids_seen(url, 2, generation=2) == survivors
         assert _chat_requests(metrics) == chats  # every worker's, the dead one's included
         environ = Path(f"/proc/{max(survivors)}/environ").read_bytes().split(b"\0")
@@ -111,6 +113,8 @@ async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_e
     text = log.read_text()
     assert f"worker {killed} exited with signal SIGKILL: starting another" in text
     assert "Traceback" not in text
+    stopping = [orjson.loads(line) for line in text.splitlines() if "stopping 2 worker(s)" in line]
+    assert [(line["logger"], line["level"]) for line in stopping] == [("gateway.supervisor", "INFO")]  # in JSON
     assert not metrics_dir.exists()  # the supervisor cleans up its multiprocess directory
 
 
@@ -133,3 +137,49 @@ def test_workers_on_a_port_in_use_is_one_line_and_exit_2(tmp_path):
         process, log = _start(tmp_path, f"server: {{port: {port}}}\n{DEMO}", "--workers", "2")
         assert process.wait(BOUND) == 2
     assert log.read_text().splitlines() == [f"gateway serve: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def _workers_die_at_start(tmp_path: Path) -> dict[str, str]:
+    """An environment whose Python ends every `gateway serve --worker` before it starts (the supervisor lives)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if '--worker' in sys.argv:\n"
+        "    print('this worker cannot start', file=sys.stderr, flush=True)\n"
+        "    os._exit(3)\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+def test_workers_that_cannot_start_are_restarted_with_backoff_then_given_up_on(tmp_path):
+    process, log = _start(tmp_path, f"server: {{port: {free_port()}}}\n{DEMO}", "--workers", "2",
+                          env=_workers_die_at_start(tmp_path))
+    try:
+        assert process.wait(BOUND * 3) == 1, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    pauses = re.findall(r"worker \d+ exited with code 3: starting another in (\S+) s$", text, re.M)
+    assert pauses == ["0.25", "0.5", "1", "2", "4"]  # doubled after each fast failure, capped
+    giving_up = [line for line in text.splitlines() if "giving up" in line]
+    assert len(giving_up) == 1 and "6 workers in a row died within 5 s of their start" in giving_up[0]
+    assert text.count("this worker cannot start") == 6
+    assert "Traceback" not in text
+
+
+def test_a_worker_that_ran_a_while_resets_the_count_of_fast_failures():
+    policy = RestartPolicy(fast_failure=5, first_pause=0.25, max_pause=1, give_up_after=4)
+    assert [policy.died(0.1) for _ in range(3)] == [0.25, 0.5, 1]
+    assert policy.died(60) == 0  # it ran a while: replaced at once, and the count starts again
+    assert [policy.died(0.1) for _ in range(3)] == [0.25, 0.5, 1]
+    policy.stayed_up(4.9)  # a replacement not yet up for long: still counting
+    assert policy.died(0.1) is None  # the fourth fast failure in a row: give up
+
+
+def test_a_replacement_that_stays_up_resets_the_count_of_fast_failures():
+    policy = RestartPolicy(fast_failure=5, first_pause=0.25, max_pause=1, give_up_after=2)
+    assert policy.died(0.1) == 0.25
+    policy.stayed_up(5)
+    assert policy.died(0.1) == 0.25  # a first fast failure again, not the second

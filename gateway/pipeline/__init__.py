@@ -2,7 +2,8 @@
 
 A middleware is a plain async-generator function `(ctx, chunks) -> chunks` over OpenAI chat chunks,
 declared by the `SPEC` its module exports (gateway/pipeline/spec.py). `Chain` links them in the
-configured order and closes every stage explicitly, innermost last, so that an early exit (client
+configured order, then the AUTOMATIC ones (not listed: they follow every listed stage), leaves out a
+stage whose spec says it is not active for the request, and closes every stage explicitly, innermost last, so that an early exit (client
 gone, error, cancellation) closes the upstream at once rather than when the garbage collector gets to it.
 """
 
@@ -12,20 +13,24 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..chunks import Chunk
 from ..context import RequestContext
-from . import moderate, normalize, ratelimit
+from . import coalesce, moderate, normalize, ratelimit
 from .spec import Middleware, MiddlewareSpec
 
-__all__ = ["MIDDLEWARES", "Chain", "Middleware", "MiddlewareSpec"]
+__all__ = ["AUTOMATIC", "MIDDLEWARES", "Chain", "Middleware", "MiddlewareSpec"]
 
 # Every middleware `middlewares` may list, by name.
 MIDDLEWARES: dict[str, MiddlewareSpec] = {spec.name: spec for spec in (normalize.SPEC, ratelimit.SPEC, moderate.SPEC)}
+# Added by the chain after every listed stage, to the requests their `active` picks; never listed.
+# coalesce: after moderate, which must see the original deltas, and on any config.
+AUTOMATIC: tuple[MiddlewareSpec, ...] = (coalesce.SPEC,)
 
 
 class Chain:
     def __init__(self, ctx: RequestContext, source: AsyncGenerator[Chunk, None], names: tuple[str, ...]) -> None:
         self.stages: list[AsyncGenerator[Chunk, None]] = [source]
-        for name in names:
-            self.stages.append(MIDDLEWARES[name].run(ctx, self.stages[-1]))
+        for spec in (*(MIDDLEWARES[name] for name in names), *AUTOMATIC):
+            if spec.active is None or spec.active(ctx):
+                self.stages.append(spec.run(ctx, self.stages[-1]))
         self.output: AsyncIterator[Chunk] = self.stages[-1]
 
     def __aiter__(self) -> AsyncIterator[Chunk]:

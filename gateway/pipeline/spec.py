@@ -2,7 +2,8 @@
 
 gateway/pipeline/__init__.py builds the chain from the specs, and config validation reads them: the
 names `middlewares` may list, the order they must keep, and the providers.yaml section each one owns.
-A middleware's parsed section reaches it as `ctx.settings[name]`.
+A middleware's parsed section reaches it as `ctx.settings[name]`. A middleware the chain adds by itself
+(pipeline/__init__.py's AUTOMATIC: never listed, always last) is declared with the same shape.
 """
 
 from __future__ import annotations
@@ -35,3 +36,6 @@ class MiddlewareSpec:
     run: Middleware
     after: tuple[str, ...] = ()  # middlewares that must be listed, and listed before this one
     section: ConfigSection | None = None  # its own providers.yaml section, if it has settings
+    # None: the stage runs on every request. Else Chain leaves it out of a request this says False for,
+    # so that a middleware that is off for a request costs it nothing.
+    active: Callable[[RequestContext], bool] | None = None

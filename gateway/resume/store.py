@@ -52,7 +52,8 @@ class ResumeStore(Protocol):
         """Frees the stream now: readers get StreamExpired."""
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
-        """The stream's metadata, None when it is unknown or dropped."""
+        """The stream's metadata, None when it is unknown. A dropped stream's is still given for a while (a
+        tombstone: its events raise StreamExpired), so that a late client is told 410, not 404."""
 
     async def has_readers(self, stream_id: str) -> bool:
         """Whether a resumed client is reading it now, on any instance (the owner's grace check)."""

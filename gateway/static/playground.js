@@ -110,8 +110,10 @@ async function* sseData(body) {
     for (;;) {
       const { value, done } = await reader.read();
       buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
-      const lines = buffer.split(/\r\n|\n|\r/);
-      buffer = done ? "" : lines.pop();
+      // a "\r" that ends a read may be the first half of "\r\n": it waits for the next read
+      const held = !done && buffer.endsWith("\r") ? "\r" : "";
+      const lines = (held ? buffer.slice(0, -1) : buffer).split(/\r\n|\n|\r/);
+      buffer = done ? "" : lines.pop() + held;
       for (const line of lines) {
         if (line === "") {
           if (data.length) yield data.join("\n");

@@ -1,0 +1,410 @@
+"""A lean SSE load generator for bench/compare.py: raw HTTP/1.1 over asyncio protocols, no client library.
+
+A load generator that costs less per chunk than the servers it drives leaves the mock and itself room on
+their shared core, and one that costs little per connection can hold 10,000 streams open. Each response
+is decoded just enough to count its SSE events, time its first content chunk and check its ending;
+responses marked `validate` are kept whole and checked event by event against the text the mock sends.
+
+Two drivers: `closed_loop` (workers, each streaming one request after another on a kept-alive
+connection) and `ramp` (one connection per stream, the streams started evenly over a span of time).
+Both are bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import orjson
+
+from fake_upstream import TOKENS
+
+OPENAI_DONE = b"data: [DONE]\n\n"
+MAX_HEAD_BYTES = 65536
+ERROR_BODY_BYTES = 600
+
+
+@dataclass(frozen=True)
+class Target:
+    """One endpoint to stream from: where, what to send, and which wire format comes back."""
+    port: int
+    path: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    anthropic: bool = False  # the answer is Anthropic's Messages SSE (only when driving the mock directly)
+
+    def request(self) -> bytes:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        return (f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Accept: text/event-stream\r\nContent-Length: {len(self.body)}\r\n{extra}\r\n").encode() + self.body
+
+
+class StreamFailed(Exception):
+    pass
+
+
+def expected_text(content_chunks: int) -> str:
+    return "".join(TOKENS[i % len(TOKENS)] for i in range(content_chunks))
+
+
+def _payloads(body: bytes) -> list[tuple[bytes, bytes]]:
+    """(event name, data) of each SSE event in a whole body."""
+    events = []
+    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        name, data = b"", []
+        for line in block.split(b"\n"):
+            if line.startswith(b"event:"):
+                name = line[6:].strip()
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+        if data:
+            events.append((name, b"\n".join(data)))
+    return events
+
+
+def _content_of(data: bytes, anthropic: bool) -> str:
+    """The text one event's data carries ('' when none)."""
+    if not data.startswith(b"{"):
+        return ""
+    payload = orjson.loads(data)
+    if anthropic:
+        delta = payload.get("delta") if payload.get("type") == "content_block_delta" else None
+        return delta.get("text", "") if isinstance(delta, dict) and delta.get("type") == "text_delta" else ""
+    text = []
+    for choice in payload.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+            text.append(delta["content"])
+    return "".join(text)
+
+
+def check_whole(body: bytes, anthropic: bool, content_chunks: int) -> None:
+    """Every event parses, the text is exactly what the mock sent, and the stream ends as its format ends."""
+    events = _payloads(bytes(body))
+    if not events:
+        raise StreamFailed("no event")
+    text = "".join(_content_of(data, anthropic) for _, data in events if data != b"[DONE]")
+    if text != expected_text(content_chunks):
+        raise StreamFailed(f"the text differs from the mock's: {text[:80]!r}...")
+    last_name, last_data = events[-1]
+    if anthropic and last_name != b"message_stop":
+        raise StreamFailed(f"the last event is {last_name!r}, not message_stop")
+    if not anthropic and last_data != b"[DONE]":
+        raise StreamFailed(f"the last event is {last_data[:80]!r}, not [DONE]")
+
+
+class Response:
+    """One response being received: HTTP head, then a chunked, sized or close-delimited SSE body."""
+
+    def __init__(self, started: float, anthropic: bool, keep_body: bool) -> None:
+        self.started = started
+        self.anthropic = anthropic
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.head = b""
+        self.status = 0
+        self.in_body = False
+        self.chunked = False
+        self.length: int | None = None  # bytes of body left when the answer is sized
+        self.keep_alive = True
+        self.chunk_left = 0
+        self.crlf_left = 0
+        self.size_line = b""
+        self.events = 0
+        self.last_byte_newline = False
+        self.tail = b""
+        self.first_token: float | None = None
+        self.unscanned = b""  # until the first content chunk: bytes not yet split into events
+        self.body = bytearray() if keep_body else None
+        self.error_body = b""
+        self.on_first_token: Callable[[], None] | None = None
+
+    # ---- receiving
+
+    def feed(self, data: bytes) -> bytes:
+        """Takes what belongs to this response; returns the bytes past its end (none on these servers)."""
+        if not self.in_body:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.head) > MAX_HEAD_BYTES:
+                    self._fail("response head too large")
+                return b""
+            data = self._parse_head(self.head[:end].lstrip(b"\r\n"))
+            data, self.head = self.head[end + 4:], b""
+            self.in_body = True
+        if self.chunked:
+            return self._dechunk(data)
+        if self.length is not None:
+            piece, rest = data[:self.length], data[self.length:]
+            self.length -= len(piece)
+            self._body(piece)
+            if self.length == 0:
+                self._finish()
+            return rest
+        self._body(data)  # until the connection closes
+        return b""
+
+    def _parse_head(self, head: bytes) -> bytes:
+        lines = head.split(b"\r\n")
+        try:
+            self.status = int(lines[0].split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            self._fail(f"bad status line {lines[0][:80]!r}")
+            return b""
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"transfer-encoding" and b"chunked" in value:
+                self.chunked = True
+            elif name == b"content-length":
+                self.length = int(value)
+            elif name == b"connection" and value == b"close":
+                self.keep_alive = False
+        if not self.chunked and self.length is None:
+            self.keep_alive = False
+        return b""
+
+    def _dechunk(self, data: bytes) -> bytes:
+        pos, end = 0, len(data)
+        while pos < end and not self.done.done():
+            if self.chunk_left:
+                take = min(self.chunk_left, end - pos)
+                self._body(data[pos:pos + take])
+                pos += take
+                self.chunk_left -= take
+                if not self.chunk_left:
+                    self.crlf_left = 2
+            elif self.crlf_left:
+                take = min(self.crlf_left, end - pos)
+                pos += take
+                self.crlf_left -= take
+            else:
+                line_end = data.find(b"\r\n", pos)
+                if line_end < 0:
+                    self.size_line += data[pos:]
+                    return b""
+                line, self.size_line = self.size_line + data[pos:line_end], b""
+                pos = line_end + 2
+                size = int(line.split(b";", 1)[0], 16)
+                if size == 0:  # the last chunk; its closing blank line is skipped with the next head
+                    self._finish()
+                    return data[pos:]
+                self.chunk_left = size
+        return data[pos:]
+
+    def _body(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if self.status != 200:
+            self.error_body = (self.error_body + piece)[:ERROR_BODY_BYTES]
+            return
+        # JSON holds no raw newline: each blank line ends exactly one event.
+        self.events += piece.count(b"\n\n") + (self.last_byte_newline and piece[0] == 10)
+        self.last_byte_newline = piece[-1] == 10
+        self.tail = (self.tail + piece)[-64:]
+        if self.body is not None:
+            self.body += piece
+        if self.first_token is None:
+            *complete, self.unscanned = (self.unscanned + piece).split(b"\n\n")
+            for event in complete:
+                if self._has_content(event):
+                    self.first_token = time.perf_counter() - self.started
+                    self.unscanned = b""
+                    if self.on_first_token is not None:
+                        self.on_first_token()
+                    break
+
+    def _has_content(self, event: bytes) -> bool:
+        if b"text_delta" not in event and b'"content"' not in event:
+            return False
+        return any(_content_of(data, self.anthropic) for _, data in _payloads(event))
+
+    def _finish(self) -> None:
+        if self.done.done():
+            return
+        if self.status != 200:
+            self._fail(f"HTTP {self.status}: {self.error_body.decode(errors='replace')}")
+        elif self.first_token is None:
+            self._fail("no chunk had content")
+        elif self.anthropic and (b"message_stop" not in self.tail or not self.tail.endswith(b"\n\n")):
+            self._fail(f"the stream did not end with message_stop (its end: {self.tail!r})")
+        elif not self.anthropic and not self.tail.endswith(OPENAI_DONE):
+            self._fail(f"the stream did not end with [DONE] (its end: {self.tail!r})")
+        else:
+            self.done.set_result(None)
+
+    def _fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(StreamFailed(why))
+
+    def connection_lost(self) -> None:
+        if self.in_body and not self.chunked and self.length is None:
+            self._finish()  # a close-delimited body ends here
+        else:
+            self._fail("the connection closed before the response ended")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection; one response at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.response: Response | None = None
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is not None:
+            self.response.feed(data)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.response is not None:
+            self.response.connection_lost()
+
+    def send(self, request: bytes, anthropic: bool, keep_body: bool) -> Response:
+        self.response = Response(time.perf_counter(), anthropic, keep_body)
+        assert self.transport is not None
+        self.transport.write(request)
+        return self.response
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+            self.closed = True
+
+
+async def connect(port: int) -> Connection:
+    _, connection = await asyncio.get_running_loop().create_connection(Connection, "127.0.0.1", port)
+    return connection
+
+
+@dataclass
+class Tally:
+    first_token: list[float] = field(default_factory=list)  # seconds, one per completed stream
+    completed: int = 0
+    failures: int = 0
+    first_failure: str = ""
+    open_streams: int = 0  # now: started and not yet ended
+    streaming: int = 0  # now: past their first token and not yet ended, so held by the server
+    events: int = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.first_failure = self.first_failure or f"{type(exc).__name__}: {exc}"
+
+
+async def _one(connection: Connection, target: Target, request: bytes, tally: Tally, content_chunks: int,
+               validate: bool, timeout: float) -> bool:
+    """One stream on `connection`; returns whether the connection may carry another."""
+    response = connection.send(request, target.anthropic, validate)
+    try:
+        await asyncio.wait_for(asyncio.shield(response.done), timeout)
+        if validate:
+            check_whole(response.body or b"", target.anthropic, content_chunks)
+    except (StreamFailed, TimeoutError, OSError) as exc:
+        tally.failed(exc)
+        return False
+    finally:
+        connection.response = None
+    tally.completed += 1
+    tally.events += response.events
+    tally.first_token.append(response.first_token or math.nan)
+    return response.keep_alive
+
+
+async def closed_loop(target: Target, concurrency: int, requests: int, duration: float, content_chunks: int,
+                      *, spread: float = 0.0, validate: bool = False, request_timeout: float = 60.0) -> Tally:
+    """`concurrency` workers, each streaming one request after another on its kept-alive connection,
+    until `requests` streams have started or `duration` seconds have passed; worker k starts k/concurrency
+    of `spread` late (paced streams started together would stay in lockstep)."""
+    tally = Tally()
+    remaining = requests
+    deadline = time.monotonic() + duration
+    request = target.request()
+
+    async def worker(k: int) -> None:
+        nonlocal remaining
+        if spread:
+            await asyncio.sleep(spread * k / concurrency)
+        connection: Connection | None = None
+        try:
+            while remaining > 0 and time.monotonic() < deadline:
+                remaining -= 1
+                if connection is None or connection.closed:
+                    try:
+                        connection = await asyncio.wait_for(connect(target.port), request_timeout)
+                    except (OSError, TimeoutError) as exc:
+                        tally.failed(exc)
+                        await asyncio.sleep(0.1)
+                        continue
+                if not await _one(connection, target, request, tally, content_chunks, validate, request_timeout):
+                    connection.close()
+                    connection = None
+        finally:
+            if connection is not None:
+                connection.close()
+
+    await asyncio.gather(*(worker(k) for k in range(min(concurrency, requests))))
+    return tally
+
+
+async def ramp(target: Target, streams: int, ramp_seconds: float, content_chunks: int, *,
+               request_timeout: float, on_tick: Callable[[Tally], None] | None = None,
+               tick: float = 0.25) -> Tally:
+    """`streams` streams, one connection each, started evenly over `ramp_seconds`; each may take
+    `request_timeout` seconds from its start. `on_tick(tally)` runs every `tick` seconds meanwhile
+    (the caller samples memory there)."""
+    tally = Tally()
+    request = target.request()
+    started = time.perf_counter()
+
+    async def stream(k: int) -> None:
+        await asyncio.sleep(max(0.0, started + ramp_seconds * k / streams - time.perf_counter()))
+        tally.open_streams += 1
+        connection: Connection | None = None
+        try:
+            begun = time.perf_counter()
+            connection = await asyncio.wait_for(connect(target.port), request_timeout)
+            response = connection.send(request, target.anthropic, False)
+            response.started = begun  # the time to first token includes the connection's opening
+            response.on_first_token = lambda: setattr(tally, "streaming", tally.streaming + 1)
+            left = request_timeout - (time.perf_counter() - begun)
+            try:
+                await asyncio.wait_for(asyncio.shield(response.done), max(0.001, left))
+            finally:
+                if response.first_token is not None:
+                    tally.streaming -= 1
+            tally.completed += 1
+            tally.events += response.events
+            tally.first_token.append(response.first_token or math.nan)
+        except (StreamFailed, TimeoutError, OSError) as exc:
+            tally.failed(exc)
+        finally:
+            tally.open_streams -= 1
+            if connection is not None:
+                connection.close()
+
+    async def ticker() -> None:
+        while True:
+            if on_tick is not None:
+                on_tick(tally)
+            await asyncio.sleep(tick)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        await asyncio.gather(*(stream(k) for k in range(streams)))
+    finally:
+        ticking.cancel()
+    return tally
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(v for v in values if not math.isnan(v))
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] if ordered else math.nan
