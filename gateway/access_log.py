@@ -176,9 +176,12 @@ def text_line(fields: dict[str, object]) -> str:
 def _text(value: object) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str):
+        # most values hold nothing to escape: then escape() would return them as they are
+        return value if len(value) <= FIELD_CAP and value.isprintable() and "\\" not in value else escape(value)
     if isinstance(value, list):
         return ",".join(escape(item) for item in value) or "-"
-    return escape(value) if isinstance(value, str) else str(value)
+    return str(value)
 
 
 def _json_fields(fields: dict[str, object]) -> dict[str, object]:

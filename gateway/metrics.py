@@ -12,7 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -30,6 +30,27 @@ _CODE = re.compile(r"^[a-z0-9_]{1,48}$")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 _DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
+
+
+MetricT = TypeVar("MetricT", Counter, Histogram)
+
+
+class Children(Generic[MetricT]):
+    """A labelled metric's children by their label values, looked up once each: prometheus_client's
+    `labels()` checks and locks on every call, and a request ends with a dozen of them. Bounded as
+    the labels are (see above)."""
+
+    __slots__ = ("_metric", "_children")
+
+    def __init__(self, metric: MetricT) -> None:
+        self._metric: MetricT = metric
+        self._children: dict[tuple[str, ...], MetricT] = {}
+
+    def __call__(self, *labels: str) -> MetricT:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
 
 
 def make_registry() -> CollectorRegistry:
@@ -96,6 +117,16 @@ class Metrics:
                                           "of their answer, by endpoint", ("endpoint",), registry=r)
         self.keepalives = Counter("gateway_keepalives", "SSE keep-alive comments sent", registry=r)
         self.known_models: frozenset[tuple[str, str]] = frozenset()
+        # the children every request's samples go to, cached (observe)
+        self._requests = Children(self.requests)
+        self._key_requests = Children(self.key_requests)
+        self._first_chunk = Children(self.first_chunk)
+        self._stream_duration = Children(self.stream_duration)
+        self._upstream_first_byte = Children(self.upstream_first_byte)
+        self._chunks = Children(self.chunks)
+        self._tokens = Children(self.tokens)
+        self._fallbacks = Children(self.fallbacks)
+        self._outcomes: dict[str, str] = {}  # outcome -> its label
         if config is not None:
             self.configure(config)
 
@@ -116,37 +147,47 @@ class Metrics:
     def observe(self, record: AccessRecord) -> None:
         provider = record.provider or "-"
         model = self.model_label(record.provider, record.model)
-        outcome = record.outcome if record.outcome and _CODE.match(record.outcome) else OTHER
-        self.requests.labels(record.endpoint, provider, model, str(record.status), outcome).inc()
+        outcome = self._outcome_label(record.outcome)
+        self._requests(record.endpoint, provider, model, str(record.status), outcome).inc()
         if record.endpoint in ("chat", "completions"):
-            self.key_requests.labels(record.key or UNAUTHENTICATED, outcome).inc()
+            self._key_requests(record.key or UNAUTHENTICATED, outcome).inc()
         if record.tries:
             self.tries.observe(record.tries)
         if record.retries:
             self.retries.inc(record.retries)
         if record.fallback:
-            self.fallbacks.labels(provider).inc()
+            self._fallbacks(provider).inc()
         if record.stream and record.status == 200:
-            self.stream_duration.labels(provider).observe(record.seconds)
+            self._stream_duration(provider).observe(record.seconds)
             if record.first_chunk is not None:
-                self.first_chunk.labels(provider).observe(record.first_chunk)
+                self._first_chunk(provider).observe(record.first_chunk)
         for tried, seconds in record.upstream_first_bytes:
-            self.upstream_first_byte.labels(tried).observe(seconds)
+            self._upstream_first_byte(tried).observe(seconds)
         if record.chunks_in:
-            self.chunks.labels(provider, "in").inc(record.chunks_in)
+            self._chunks(provider, "in").inc(record.chunks_in)
         if record.chunks_out:
-            self.chunks.labels(provider, "out").inc(record.chunks_out)
+            self._chunks(provider, "out").inc(record.chunks_out)
         if record.usage:
             for kind in ("prompt", "completion", "reasoning"):
                 count = record.tokens(f"{kind}_tokens")
                 if count:
-                    self.tokens.labels(provider, model, kind).inc(count)
+                    self._tokens(provider, model, kind).inc(count)
         for action in record.moderation:
             self.moderation_actions.labels(action).inc()
         if outcome in ("client_disconnected", "client_too_slow"):
             self.client_disconnects.labels(record.endpoint).inc()
         if record.keepalives:
             self.keepalives.inc(record.keepalives)
+
+    def _outcome_label(self, outcome: str | None) -> str:
+        if not outcome:
+            return OTHER
+        label = self._outcomes.get(outcome)
+        if label is None:
+            label = outcome if _CODE.match(outcome) else OTHER
+            if len(self._outcomes) < 1024:  # outcomes are the gateway's codes: a few dozen
+                self._outcomes[outcome] = label
+        return label
 
 
 class ObservedHealth(Health):

@@ -31,6 +31,7 @@ log = logging.getLogger("gateway.server")
 # Seconds an idle keep-alive connection stays open; deploy/nginx/gateway.conf keeps its own below this,
 # so that nginx never reuses a connection the gateway is closing.
 KEEPALIVE_TIMEOUT = 75.0
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
 
 
 def server_options(config: Config) -> dict[str, Any]:
@@ -41,6 +42,7 @@ def server_options(config: Config) -> dict[str, Any]:
         "shutdown_timeout": config.server.shutdown_grace,
         "keepalive_timeout": KEEPALIVE_TIMEOUT,
         "header_timeout": config.server.request_timeout,
+        "send_timeout": config.server.send_timeout,
     }
 
 
@@ -66,16 +68,31 @@ class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's handler of one connection, with a bound on the headers of each request: from the first
     byte that arrives while the connection waits for a request, the headers have `header_timeout`
     seconds to be complete; past it the client gets a 408, the connection is closed, and the request
-    gets its access-log line like any other."""
+    gets its access-log line like any other. The kernel aborts the connection when data it sent stays
+    unacknowledged for `send_timeout` (TCP_USER_TIMEOUT, set once per connection: gateway/sse.py's
+    EventStream would otherwise set and restore it on every stream)."""
 
-    __slots__ = ("_app", "_header_timeout", "_header_timer", "_headers_since")
+    __slots__ = ("_app", "_header_timeout", "_header_timer", "_headers_since", "_send_timeout", "tcp_user_timeout_set")
 
-    def __init__(self, manager: web.Server, *, app: web.Application, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, app: web.Application, header_timeout: float, send_timeout: float,
+                 **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._app = app
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
         self._headers_since = 0.0  # time.monotonic() of the first byte of the headers awaited
+        self._send_timeout = send_timeout
+        self.tcp_user_timeout_set = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if _TCP_USER_TIMEOUT is not None and sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(self._send_timeout * 1000))
+                self.tcp_user_timeout_set = True
+            except OSError:  # the connection is already gone
+                pass
 
     def _waiting_for_request(self) -> bool:
         # aiohttp's own test for an idle connection (RequestHandler._process_keepalive): start() awaits

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_writer import StreamWriter
+from aiohttp.web import BaseRequest, StreamResponse
 from aiohttp_sse import EventSourceResponse
 
 if TYPE_CHECKING:
@@ -74,9 +79,27 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._pending_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[SSEEvent] = []
+        if self._partial or self._data or self._event is not None:
+            self._feed_lines(chunk, events)
+            return events
+        # At the start of a line, between events: the usual `data: <one line>` events are cut whole, by
+        # their blank line, without going line by line; anything else takes the line-by-line path.
+        blocks = chunk.split(b"\n\n")
+        rest = blocks.pop()
+        limit = self.max_event_bytes
+        for block in blocks:
+            if block[:6] == b"data: " and len(block) <= limit and b"\n" not in block:
+                events.append(SSEEvent(block[6:], None, self._id))
+            else:
+                self._feed_lines(block + b"\n\n", events)
+        if rest:
+            self._feed_lines(rest, events)
+        return events
+
+    def _feed_lines(self, chunk: bytes, events: list[SSEEvent]) -> None:
         lines = chunk.split(b"\n")
         tail = lines.pop()
-        events: list[SSEEvent] = []
         if lines:
             if self._partial:
                 self._partial += lines[0]
@@ -92,7 +115,6 @@ class SSEDecoder:
             self._partial += tail
             if len(self._partial) > self.max_event_bytes:
                 raise SSEDecodeError(f"line longer than {self.max_event_bytes} bytes")
-        return events
 
     def _without_bom(self, chunk: bytes) -> bytes:
         """The spec's decoding drops one leading U+FEFF; kept, it would hide the first field's name."""
@@ -149,62 +171,149 @@ class EventStream(EventSourceResponse):
     """aiohttp-sse's response (headers, chunked encoding) writing pre-encoded events, with a keep-alive
     comment only after `keepalive` seconds of silence, and a client that does not take a write within
     `send_timeout` seconds dropped as too slow (`too_slow` set, connection aborted: the blocked write
-    fails, or aiohttp cancels the handler). One task per stream watches both; writes only record the time."""
+    fails, or aiohttp cancels the handler).
+
+    The events written during one step of the handler's task (usually every event of one upstream
+    read) go out in one write: `write_event` queues its event and a loop callback writes the queue as
+    soon as the task yields to the loop, whatever it then waits for, so an event is never held back
+    for another one. No task of its own: the keep-alive is a loop timer.
+    """
+
+    _send_headers_immediately = False  # aiohttp's: the headers go out with the first events, in one write
 
     def __init__(self, keepalive: float, send_timeout: float = 30.0) -> None:
         super().__init__(sep="\n", ping_interval=keepalive, send_timeout=send_timeout, allow_all_methods=True)
         self._loop = asyncio.get_running_loop()
+        self._queued: list[bytes] = []  # events written since the last flush
+        self._flush_handle: asyncio.Handle | None = None
+        self._write_error: ConnectionResetError | None = None  # a flush's, raised by the next write
+        self._protocol: BaseProtocol | None = None
+        self._transport: asyncio.Transport | None = None
         self._last_write = 0.0
-        self._writing_since: float | None = None  # when the write in progress began
+        self._keepalive_timer: asyncio.TimerHandle | None = None
         self.too_slow = False
         self.keepalives = 0  # comments sent, for the request's access record
         self.stopped_by: GatewayError | None = None  # set when the gateway ends the stream early (a DELETE)
 
-    async def write_event(self, event: bytes) -> None:
-        self._last_write = self._writing_since = self._loop.time()
-        try:
-            await self.write(event)
-        finally:
-            self._writing_since = None
+    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return await super().prepare(request)
+        if not getattr(request.protocol, "tcp_user_timeout_set", False):  # gateway/server.py's handler sets it
+            self._set_tcp_user_timeout(request)
+        writer = await StreamResponse.prepare(self, request)  # not aiohttp-sse's: it starts a ping task
+        self.enable_chunked_encoding()
+        self._protocol, self._transport = request.protocol, request.transport
+        self._last_write = self._loop.time()
+        self._keepalive_timer = self._loop.call_at(self._last_write + self._ping_interval, self._keepalive_due)
+        self._flush_handle = self._loop.call_soon(self._flush)  # the headers, with any event written meanwhile
+        return writer
 
-    # Keep-alive comments go through this name: a subclass that numbers and keeps events
-    # (gateway/resume/relay.py) overrides write_event only, so comments are never numbered or kept.
-    _write_comment = write_event
+    async def write_event(self, event: bytes) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+        self._queued.append(event)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+        protocol = self._protocol
+        if protocol is not None and protocol.writing_paused:  # the client is behind: wait until it reads
+            self._flush_now()
+            await self._until_client_reads(self._drained())
+
+    async def _drained(self) -> None:
+        writer = self._payload_writer
+        if writer is not None:
+            await writer.drain()
+        if self._write_error is not None:
+            raise self._write_error
 
     async def write_eof(self, data: bytes = b"") -> None:
-        self._writing_since = self._loop.time()  # its flush waits on the client too
+        if self._eof_sent:
+            return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._write_error is not None:
+            raise self._write_error
+        if self._queued:
+            data = b"".join(self._queued) + data
+            self._queued.clear()
+        self._last_write = self._loop.time()
+        await self._until_client_reads(super().write_eof(data))  # its flush waits on the client too
+
+    async def _until_client_reads(self, write: Coroutine[Any, Any, None]) -> None:
+        """Awaits a write that waits on the client; past `send_timeout` the client is dropped as too slow."""
+        assert self._send_timeout is not None  # __init__ always passes one
+        deadline = self._loop.call_later(self._send_timeout, self._drop_slow_client)
         try:
-            await super().write_eof(data)
+            await write
         finally:
-            self._writing_since = None
+            deadline.cancel()
+
+    def _flush_now(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        queued = self._queued
+        writer = self._payload_writer
+        if writer is None or self._write_error is not None:  # the response ended meanwhile, or broke
+            queued.clear()
+            return
+        assert isinstance(writer, StreamWriter)  # aiohttp's, for every served request
+        try:
+            if not queued:  # the 200 is committed before any event: its headers go out alone
+                writer.send_headers()
+                return
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            queued.clear()
+            self._last_write = self._loop.time()
+            _write_at_once(writer, data)
+        except ConnectionResetError as exc:  # the connection is closing: the handler learns it on its next write
+            self._write_error = exc
+
+    def _keepalive_due(self) -> None:
+        self._keepalive_timer = None
+        if self._eof_sent or self._payload_writer is None:
+            return
+        now = self._loop.time()
+        due = self._last_write + self._ping_interval
+        if now >= due:
+            protocol = self._protocol
+            if protocol is not None and not protocol.writing_paused:  # else a write already waits on the client
+                # queued here, not through write_event: a subclass that numbers and keeps events
+                # (gateway/resume/relay.py) overrides write_event, and a comment is never numbered or kept
+                self._queued.append(KEEPALIVE_COMMENT)
+                self._flush_now()
+                if self._write_error is not None:
+                    return
+                self.keepalives += 1
+            due = now + self._ping_interval
+        self._keepalive_timer = self._loop.call_at(due, self._keepalive_due)
 
     def _drop_slow_client(self) -> None:
         self.too_slow = True
-        self._abort_transport()
+        if self._transport is not None:
+            self._transport.abort()
 
-    async def _ping(self) -> None:  # replaces aiohttp-sse's fixed-rate ping
-        loop = self._loop
-        interval = self._ping_interval
-        send_timeout = self._send_timeout
-        assert send_timeout is not None  # __init__ always passes one
-        self._last_write = loop.time()
-        while True:
-            now = loop.time()
-            writing_since = self._writing_since
-            if writing_since is not None:  # a write waits for the client to read
-                if now - writing_since >= send_timeout:
-                    return self._drop_slow_client()
-                await asyncio.sleep(writing_since + send_timeout - now)
-                continue
-            if now - self._last_write >= interval:
-                try:
-                    async with asyncio.timeout(send_timeout):
-                        await self._write_comment(KEEPALIVE_COMMENT)
-                    self.keepalives += 1
-                except TimeoutError:
-                    return self._drop_slow_client()
-                except (ConnectionResetError, RuntimeError):
-                    return
-                continue
-            # wake for the next keep-alive, or in time to time out a write that begins meanwhile
-            await asyncio.sleep(min(self._last_write + interval - now, send_timeout))
+    def stop_streaming(self) -> None:
+        """The handler is done with the stream: its timers stop; events still queued are dropped."""
+        for handle in (self._flush_handle, self._keepalive_timer):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._keepalive_timer = None
+        self._queued.clear()
+
+
+def _write_at_once(writer: StreamWriter, data: bytes) -> None:
+    """aiohttp's body write, run to its end from a loop callback: with drain=False (and no compression,
+    which an event stream never has) StreamWriter.write never suspends, and keeps aiohttp's framing and
+    accounting (the headers sent with the first bytes, chunked encoding, output_size)."""
+    step = writer.write(data, drain=False)
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    step.close()
+    raise RuntimeError("aiohttp's StreamWriter.write suspended with drain=False")

@@ -1,5 +1,6 @@
 """Opening a provider's stream: the HTTP request, its timeouts, HTTP error mapping, and event decoding
-(with the adapter's decoder: SSE for every format so far).
+(with the adapter's decoder: SSE for every format so far). The read timeouts and the watch on the
+connection are gateway/upstream_watch.py's.
 
 Every way out of `upstream_events` (end, error, timeout, cancellation, the consumer closing it) leaves the
 upstream connection either fully read and pooled, or closed at once; after the provider's end-of-stream
@@ -9,17 +10,16 @@ event, pooled when its body ends, or closed if it does not end within END_GRACE.
 from __future__ import annotations
 
 import asyncio
-import weakref
+import functools
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
-from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .config import ProviderConfig, Timeouts
+from .config import ProviderConfig
 from .errors import (
     GatewayError,
     upstream_auth_failed,
@@ -37,6 +37,7 @@ from .errors import (
 )
 from .redaction import redact
 from .sse import SSEDecodeError
+from .upstream_watch import Expired, ReadWatchdog, broken_connection, framing_reason, watch as watch_connection
 
 if TYPE_CHECKING:  # base.py imports this module
     from .providers.base import AdapterState
@@ -68,67 +69,6 @@ class Decoder(Protocol):
 
 # An adapter's own reading of an error answer: None leaves it to `http_error`.
 ErrorHook = Callable[[ProviderConfig, int, bytes, Mapping[str, str]], GatewayError | None]
-
-
-class _Expired(Exception):
-    def __init__(self, which: str) -> None:
-        self.which = which
-
-
-class _ReadWatchdog:
-    """One timer per stream for the idle, first-byte, silence and total timeouts.
-
-    Reads only record the time (the hot path); the timer re-arms itself lazily, and on expiry
-    fails the pending read and closes the connection, whichever task is waiting on it. While
-    `waiting_on_client` is set (the stream is suspended at its yield, the consumer busy, usually
-    writing to a slow client) the provider is not read, so neither idle nor silence can expire.
-    """
-
-    __slots__ = ("_loop", "_response", "_first_byte", "_idle", "_max_silence", "_deadline", "last_read",
-                 "last_event", "got_data", "waiting_on_client", "_handle")
-
-    def __init__(self, response: aiohttp.ClientResponse, timeouts: Timeouts, deadline: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._response = response
-        self._first_byte = timeouts.first_byte
-        self._idle = timeouts.idle
-        self._max_silence = timeouts.max_silence
-        self._deadline = deadline
-        self.last_read = self.last_event = self._loop.time()
-        self.got_data = False
-        self.waiting_on_client = False
-        self._handle = self._loop.call_at(self._next_check(), self._check)
-
-    def _next_check(self) -> float:
-        read_limit = self.last_read + (self._idle if self.got_data else self._first_byte)
-        return min(read_limit, self.last_event + self._max_silence, self._deadline)
-
-    def _check(self) -> None:
-        now = self._loop.time()
-        if now >= self._deadline:
-            return self._expire("total")
-        if self.waiting_on_client:  # time spent on the client is not the provider's
-            self._handle = self._loop.call_at(min(now + min(self._idle, self._max_silence), self._deadline),
-                                              self._check)
-            return
-        if now >= self.last_read + (self._idle if self.got_data else self._first_byte):
-            return self._expire("idle" if self.got_data else "first_byte")
-        if now >= self.last_event + self._max_silence:
-            return self._expire("silence")
-        self._handle = self._loop.call_at(self._next_check(), self._check)
-
-    def first_data(self) -> None:
-        """The body began: from now on the idle timeout applies, which may be shorter than first_byte."""
-        self.got_data = True
-        self._handle.cancel()
-        self._handle = self._loop.call_at(self._next_check(), self._check)
-
-    def _expire(self, which: str) -> None:
-        self._response.content.set_exception(_Expired(which))
-        self._response.close()
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 def error_payload(body: bytes) -> dict[str, Any] | None:
@@ -254,64 +194,9 @@ def _redirected(provider: ProviderConfig, response: aiohttp.ClientResponse) -> G
     return upstream_redirect(provider.name, response.status, shown)
 
 
-def _framing(provider: ProviderConfig, error: HttpProcessingError) -> str:
-    """aiohttp's parser message, which may quote the provider's bytes: redacted and short."""
-    return _shown(provider, str(error.message or type(error).__name__))[:120]
-
-
-def _broken_connection(provider: ProviderConfig, protocol: ResponseHandler | None) -> GatewayError:
-    """The connection closed under a body that had not ended: broken framing, or a plain reset."""
-    cause = protocol.exception() if protocol is not None else None
-    if isinstance(cause, HttpProcessingError):
-        return upstream_bad_stream(provider.name, f"invalid HTTP framing ({_framing(provider, cause)})")
-    return upstream_reset(provider.name)
-
-
-class _ConnectionWatch:
-    """Fails the pending body read when the connection closes under a body that has not ended.
-
-    aiohttp closes the connection on a framing error (a bad chunk size line) without waking the
-    body's reader, which then waits for a timeout, or later gets a bare RuntimeError. One watch per
-    connection, kept across its reuses from the pool, so that its closed future gets one callback.
-    """
-
-    __slots__ = ("_protocol", "content", "provider")
-
-    def __init__(self, protocol: ResponseHandler, closed: asyncio.Future[Any]) -> None:
-        self._protocol = weakref.ref(protocol)  # weak: _WATCHES must not keep its own key alive
-        self.content: aiohttp.StreamReader | None = None  # the body being read on it now
-        self.provider: ProviderConfig | None = None
-        closed.add_done_callback(self._on_closed)
-
-    @property
-    def protocol(self) -> ResponseHandler | None:
-        return self._protocol()
-
-    def _on_closed(self, closed: asyncio.Future[Any]) -> None:
-        if not closed.cancelled():
-            closed.exception()  # retrieved: a pooled connection that dies is no error of anyone's
-        content = self.content
-        if content is not None and not content.is_eof() and content.exception() is None:
-            assert self.provider is not None  # set with content
-            content.set_exception(_broken_connection(self.provider, self.protocol))
-
-
-_WATCHES: weakref.WeakKeyDictionary[ResponseHandler, _ConnectionWatch] = weakref.WeakKeyDictionary()
-
-
-def _watch(response: aiohttp.ClientResponse, provider: ProviderConfig) -> _ConnectionWatch | None:
-    connection = response.connection  # None when the whole body came with the headers
-    protocol = connection.protocol if connection is not None else None
-    if protocol is None:
-        return None
-    watch = _WATCHES.get(protocol)
-    if watch is None:
-        closed = protocol.closed
-        if closed is None:  # already lost: the body's reader has been told
-            return None
-        watch = _WATCHES[protocol] = _ConnectionWatch(protocol, closed)
-    watch.content, watch.provider = response.content, provider
-    return watch
+@functools.lru_cache(maxsize=64)  # one per connect timeout configured: not an object per request
+def _client_timeout(connect: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect)
 
 
 async def _error_body(content: aiohttp.StreamReader) -> bytes:
@@ -352,7 +237,7 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
                 request.url,
                 data=request.body,
                 headers=request.headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect),
+                timeout=_client_timeout(timeouts.connect),
                 allow_redirects=False,
             )
     except TimeoutError:
@@ -369,16 +254,16 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
     if first_bytes is not None:  # the time to the response's headers, for the metrics
         first_bytes.append((name, loop.time() - started))
     finished = False
-    watchdog: _ReadWatchdog | None = None
-    watch = _watch(response, provider)
+    watchdog: ReadWatchdog | None = None
+    watch = watch_connection(response, provider)
     try:
-        watchdog = _ReadWatchdog(response, timeouts, deadline)
+        watchdog = ReadWatchdog(response, timeouts, deadline)
         if 300 <= response.status < 400:
             raise _redirected(provider, response)
         if response.status != 200:
             try:
                 body = await _error_body(response.content)
-            except (_Expired, GatewayError, HttpProcessingError, aiohttp.ClientError, RuntimeError):
+            except (Expired, GatewayError, HttpProcessingError, aiohttp.ClientError, RuntimeError):
                 body = b""  # the status says enough
             error = error_hook(provider, response.status, body, response.headers) if error_hook else None
             raise error or http_error(provider, response.status, body, response.headers)
@@ -402,20 +287,20 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
                 watchdog.waiting_on_client = False
                 watchdog.last_read = watchdog.last_event = loop.time()
         finished = True
-    except _Expired as exc:
+    except Expired as exc:
         raise _timed_out(provider, exc.which) from None
     except (SSEDecodeError, FramingError) as exc:
         raise upstream_bad_stream(name, str(exc)) from None
     except TimeoutError:
         raise upstream_timeout(name, "total") from None
     except HttpProcessingError as exc:  # aiohttp's parser errors are not ClientErrors
-        raise upstream_bad_stream(name, f"invalid HTTP framing ({_framing(provider, exc)})") from None
+        raise upstream_bad_stream(name, f"invalid HTTP framing ({framing_reason(provider, exc)})") from None
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
         raise upstream_reset(name) from None
     except RuntimeError:
         if watch is None or watch.protocol is None or watch.protocol.is_connected():
             raise  # not aiohttp's "Connection closed." from a read
-        raise _broken_connection(provider, watch.protocol) from None
+        raise broken_connection(provider, watch.protocol) from None
     finally:
         if watch is not None:
             watch.content = None

@@ -391,6 +391,16 @@ def test_access_line_is_one_bounded_line_whatever_the_client_sends(model, forwar
     assert not CONTROL.search(json_line) and "\n" not in json_line
 
 
+@given(st.text(max_size=300) | st.text(alphabet="ab\\\x1b\x85\u2028\u202e\u00a0 ", max_size=300))
+def test_access_line_values_are_written_as_escape_writes_them(value):
+    """The access line's shortcut for values with nothing to escape gives escape()'s text exactly."""
+    from gateway.access_log import text_line
+    from gateway.logfmt import escape
+
+    line = text_line({"id": "i", "request_id": "r", "endpoint": "chat", "requested_model": value})
+    assert line == f"request id=i request_id=r chat requested_model={escape(value)}"
+
+
 async def test_moderation_redactions_are_logged_and_counted(make_gateway, upstream, caplog):
     gateway = await make_gateway(extra=KEYS.replace('{term: "forbidden phrase", action: block}',
                                                     '{term: "forbidden phrase", action: block}\n    - {term: "darn", action: redact}'))

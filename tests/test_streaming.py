@@ -137,6 +137,28 @@ async def test_slow_first_chunk_commits_200_and_keeps_alive(upstream, make_gatew
     assert any(b'"late"' in e for e in events)
 
 
+async def test_every_event_of_one_upstream_read_reaches_the_client_while_the_upstream_waits(upstream, gateway):
+    """The gateway writes the events of one read together, and never keeps one back for a later read."""
+    first_read_taken, release = asyncio.Event(), asyncio.Event()
+    pieces = [f"piece {i} " for i in range(5)]
+    upstream.queue(Reply(steps=[sse(ROLE, chat_chunk({"content": "first "}), done=False), Wait(first_read_taken),
+                                sse(*[chat_chunk({"content": p}) for p in pieces], done=False), Wait(release),
+                                sse(chat_chunk({}, "stop"))]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 200
+    buffer = bytearray()
+    assert orjson.loads((await next_event(response, buffer)).removeprefix(b"data: "))["choices"][0]["delta"] == {
+        "role": "assistant", "content": ""}
+    assert b'"first "' in await next_event(response, buffer)
+    first_read_taken.set()
+    events = [orjson.loads((await next_event(response, buffer)).removeprefix(b"data: ")) for _ in pieces]
+    assert [e["choices"][0]["delta"]["content"] for e in events] == pieces
+    assert not release.is_set() and not buffer  # all of it came while the upstream still held the rest
+    release.set()
+    assert (await next_event(response, buffer)).startswith(b"data: ")  # the finish chunk
+    assert await next_event(response, buffer) == b"data: [DONE]"
+
+
 async def test_stream_headers(upstream, gateway):
     upstream.stream(sse(ROLE, chat_chunk({}, "stop")))
     response = await gateway.post("/v1/chat/completions", json=CHAT)

@@ -145,6 +145,8 @@ class _Normalizer:
 
 
 def _clean_delta(delta: dict[str, Any]) -> dict[str, Any]:
+    if len(delta) == 1 and type(content := delta.get("content")) is str and content:
+        return delta  # most deltas: one piece of text, nothing to clean
     out = {}
     part_reasoning = ""
     for key, value in delta.items():
