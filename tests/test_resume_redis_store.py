@@ -60,6 +60,15 @@ async def read_all(store: RedisResumeStore, stream_id: str, after: int = 0) -> l
         return [item async for item in store.events(stream_id, after)]
 
 
+async def read_until_owner_lost(store: RedisResumeStore, stream_id: str, after: int = 0) -> list[tuple[int, bytes]]:
+    got = []
+    with pytest.raises(OwnerLost):
+        async with asyncio.timeout(BOUND):
+            async for item in store.events(stream_id, after):
+                got.append(item)
+    return got
+
+
 async def ttls(redis, stream_id: str) -> dict[str, int]:
     """PTTL of each of the stream's keys that exists: -1 would be a key kept forever."""
     found = {}
@@ -226,12 +235,18 @@ async def test_when_a_closes_before_finishing_b_gets_the_stored_events_then_owne
     a, b = stores
     meta = await opened(a, *EVENTS[:3])
     await a.close()
-    got = []
-    with pytest.raises(OwnerLost):
-        async with asyncio.timeout(BOUND):
-            async for item in b.events(meta.stream_id, 1):
-                got.append(item)
-    assert got == list(enumerate(EVENTS[:3], 1))[1:]
+    assert await read_until_owner_lost(b, meta.stream_id, 1) == list(enumerate(EVENTS[:3], 1))[1:]
+
+
+@pytest.mark.parametrize("round_", range(5))
+async def test_close_while_events_are_being_written_writes_them_all_first(make_store, round_):
+    a, b = await make_store("A"), await make_store("B")
+    first = await opened(a, EVENTS[0])  # on its way to Redis...
+    second = await opened(a, *EVENTS[:2])  # ...while these wait for the next batch
+    async with asyncio.timeout(BOUND):
+        await a.close()
+    assert await read_until_owner_lost(b, first.stream_id) == [(1, EVENTS[0])]
+    assert await read_until_owner_lost(b, second.stream_id) == [(1, EVENTS[0]), (2, EVENTS[1])]
 
 
 async def test_a_reader_live_on_a_stream_whose_owner_closes_gets_owner_lost(stores):
@@ -288,6 +303,7 @@ async def test_has_readers_sees_a_reader_on_another_instance(stores, redis):
 async def test_every_key_of_a_stream_has_a_ttl_at_every_step(stores, redis):
     a, b = stores
     meta = await opened(a, *EVENTS[:2])
+    await a.flush()
     live = await ttls(redis, meta.stream_id)
     assert set(live) == {"meta", "events", "owner"}
     assert a.grace_ms < live["meta"] <= a.live_ttl_ms and a.grace_ms < live["events"] <= a.live_ttl_ms
@@ -305,10 +321,46 @@ async def test_every_key_of_a_stream_has_a_ttl_at_every_step(stores, redis):
 async def test_a_closed_instance_leaves_its_live_streams_to_expire_after_grace(stores, redis):
     a, b = stores
     meta = await opened(a, EVENTS[0])
-    await a.close()
+    await a.close()  # writes what was pending first
     left = await ttls(redis, meta.stream_id)
     assert set(left) == {"meta", "events"}
     assert all(0 < ttl <= a.grace_ms for ttl in left.values())
+
+
+async def test_a_write_redis_refuses_drops_the_stream(stores):
+    a, b = stores
+    meta = await opened(a, *EVENTS[:2])
+    assert await a.append(meta.stream_id, 2, EVENTS[2])  # seq 2 again: XADD refuses it
+    await a.flush()
+    assert not await a.append(meta.stream_id, 3, EVENTS[3])
+    with pytest.raises(StreamExpired):
+        await read_all(b, meta.stream_id)
+
+
+async def test_what_cannot_be_a_stream_id_is_unknown_and_names_no_key(stores, redis):
+    a, b = stores
+    meta = await opened(a, EVENTS[0])
+    await a.finish(meta.stream_id)
+    for bad in (meta.stream_id + "}", "a" * 129, "", "é", "x:y", meta.stream_id + "\n"):
+        assert await b.meta(bad) is None
+        assert not await b.cancel(bad)
+        assert not await b.has_readers(bad)
+        with pytest.raises(StreamExpired):
+            await read_all(b, bad)
+    assert await b.meta(meta.stream_id) == meta
+    with pytest.raises(ValueError):
+        await a.open(StreamMeta("a}b", None, "ab" * 32, "A", 0.0), lambda: None)
+
+
+async def test_many_streams_appended_together_all_read_back_whole(stores):
+    a, b = stores
+    metas = [await opened(a) for _ in range(20)]
+    for seq, event in enumerate(EVENTS, 1):  # no wait between appends: they go to Redis in batches
+        for meta in metas:
+            assert await a.append(meta.stream_id, seq, event)
+    await asyncio.gather(*(a.finish(meta.stream_id) for meta in metas))
+    for meta in metas:
+        assert await read_all(b, meta.stream_id) == list(enumerate(EVENTS, 1))
 
 
 # ------------------------------------------------------------------------------------------ Redis failing
@@ -316,9 +368,11 @@ async def test_a_closed_instance_leaves_its_live_streams_to_expire_after_grace(s
 async def test_when_redis_fails_appends_are_false_and_readers_get_resume_unavailable(stores, redis_server, caplog):
     a, b = stores
     meta = await opened(a, EVENTS[0])
+    await a.flush()
     redis_server.stop()
-    assert not await a.append(meta.stream_id, 2, EVENTS[1])  # no exception: the live stream goes on
-    assert not await a.append(meta.stream_id, 3, EVENTS[2])
+    await a.append(meta.stream_id, 2, EVENTS[1])  # queued: append does not wait for Redis
+    await a.flush()  # the write failed: the stream was dropped
+    assert not await a.append(meta.stream_id, 3, EVENTS[2])  # no exception: the live stream goes on
     await a.finish(meta.stream_id)
     late = new_meta()
     await a.open(late, lambda: None)

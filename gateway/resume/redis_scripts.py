@@ -15,6 +15,11 @@ Per instance:
 from __future__ import annotations
 
 
+def valid_id(stream_id: str) -> bool:
+    """Whether it can be a stream id (url-safe, bounded): anything else is unknown, and names no key."""
+    return 0 < len(stream_id) <= 128 and stream_id.isascii() and stream_id.replace("-", "").replace("_", "").isalnum()
+
+
 def stream_keys(stream_id: str) -> tuple[str, str, str, str]:
     """meta, events, owner, readers."""
     prefix = f"gateway:resume:{{{stream_id}}}"
@@ -27,27 +32,28 @@ def cancel_channel(instance_id: str) -> str:
 
 CANCEL_CHANNEL_PREFIX = cancel_channel("")
 
-# KEYS: meta, events; ARGV: seq, event, max_bytes, ttl (ms)
-# Returns 1 stored, 0 not live (finished, dropped, expired, unknown), -1 over the byte cap (not stored).
-APPEND = """
+# KEYS: meta, events, owner, readers; ARGV: max_bytes, live ttl (ms), finish ttl (ms; 0: not the end yet),
+# then seq, event, seq, event... Appends the events and, when finish ttl is set, finishes the stream, at once.
+# Returns 1 done, 0 not live (finished, dropped, expired, unknown), -1 over the byte cap (nothing stored).
+WRITE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'live' then return 0 end
-if redis.call('HINCRBY', KEYS[1], 'bytes', string.len(ARGV[2])) > tonumber(ARGV[3]) then return -1 end
--- an event is at least a byte: MAXLEN max_bytes never trims a stream within its byte cap, it only bounds it
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], ARGV[1] .. '-0', 'e', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
-
-# KEYS: meta, events, owner, readers; ARGV: ttl (ms). Returns 1, or 0 when it was not live.
-FINISH = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'live' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'finished')
-redis.call('XADD', KEYS[2], '*', 'end', 'finished')
-redis.call('DEL', KEYS[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[4], ARGV[1])
+local max, size = tonumber(ARGV[1]), 0
+for i = 5, #ARGV, 2 do size = size + string.len(ARGV[i]) end
+if redis.call('HINCRBY', KEYS[1], 'bytes', size) > max then return -1 end
+for i = 4, #ARGV, 2 do
+  -- an event is at least a byte: MAXLEN max_bytes never trims a stream within its byte cap, it bounds it
+  redis.call('XADD', KEYS[2], 'MAXLEN', max, ARGV[i] .. '-0', 'e', ARGV[i + 1])
+end
+local ttl = ARGV[2]
+if ARGV[3] ~= '0' then
+  ttl = ARGV[3]
+  redis.call('HSET', KEYS[1], 'state', 'finished')
+  redis.call('XADD', KEYS[2], '*', 'end', 'finished')
+  redis.call('DEL', KEYS[3])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 """
 

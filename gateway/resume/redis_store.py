@@ -1,10 +1,12 @@
 """Resumable streams kept in Redis, so that a client may resume on any instance (resume.backend: redis).
 
-The key layout and the scripts are in redis_scripts.py. The owner appends each event with one script
-call (state check, byte count, XADD `<seq>-0`, TTLs refreshed), so a reader on any instance reads
-after a given seq exactly, with XREAD. Every key has a TTL: while live, grace + the owner's heartbeat
-TTL (refreshed on every append and every heartbeat); once finished, grace; once dropped, a few
-seconds. Redis never keeps a stream whose owner died.
+The key layout and the scripts are in redis_scripts.py. The owner checks the byte caps itself, then
+hands each event to the writer (redis_writer.py), which sends all the events pending, of all streams,
+in one pipelined round trip: one script call per stream (state check, byte count, XADD `<seq>-0`,
+TTLs refreshed; the stream's end in the same call). A reader on any instance reads after a given seq
+exactly, with XREAD. Every key has a TTL: while live, grace + the owner's heartbeat TTL (refreshed on
+every write and every heartbeat); once finished, grace; once dropped, a few seconds. Redis never keeps
+a stream whose owner died.
 
 One background task per instance beats every `heartbeat` seconds, in one pipelined round trip: it
 refreshes the owner key of every live stream this instance owns (TTL: three beats), reads their
@@ -15,17 +17,18 @@ runs the stream's on_cancel, and the heartbeat's look at the flags catches a mes
 
 Readers block in XREAD for at most `block` seconds at a time, on a pool of their own (`readers`
 connections, each held while a reader blocks): a burst of readers waits for one, and never takes
-the connections that the owners' appends use.
+the connections that the owners' writes use.
 
-When Redis fails: open() logs and the stream's first append returns False; append() returns False and
-the stream stops being resumable (the live stream itself goes on); finish() and drop() log (the keys
+When Redis fails: open() logs, and the stream's appends return False; a write that fails drops its
+streams, whose next append returns False (append does not wait for Redis, so the event that was being
+written is the last one kept; the live stream itself goes on); finish() and drop() log (the keys
 expire on their own); meta() returns None, has_readers() False and cancel() False; a reader raises
 ResumeUnavailable, a StreamExpired (410 stream_expired) that says Redis failed. One log line per
 outage, one when Redis answers again.
 
-close() does not drop the live streams this instance owns, unlike the memory store (whose memory
-goes with it): it deletes their owner keys, so their readers elsewhere get the stored events and
-then OwnerLost at once (upstream_owner_lost), and leaves the rest to expire after grace.
+close() writes what is pending, and does not drop the live streams this instance owns, unlike the
+memory store (whose memory goes with it): it deletes their owner keys, so that their readers elsewhere
+get the stored events then OwnerLost at once (upstream_owner_lost), and leaves them to expire after grace.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from redis.exceptions import RedisError
 
 from ..config import ResumeConfig
 from . import redis_scripts as scripts
+from .redis_writer import EventWriter
 from .store import OwnerLost, StreamExpired, StreamMeta
 
 log = logging.getLogger("gateway.resume")
@@ -67,6 +71,7 @@ class ResumeUnavailable(StreamExpired):
 
 @dataclass
 class _Owned:
+    keys: tuple[str, str, str, str]
     on_cancel: Callable[[], None]
     bytes: int = 0
     finished_at: float | None = None  # monotonic; forgotten grace seconds later
@@ -102,8 +107,9 @@ class RedisResumeStore:
             settings.url, max_connections=readers, timeout=READERS_WAIT, socket_connect_timeout=TIMEOUT,
             socket_timeout=block + TIMEOUT, retry=retry)
         self.reader_client = aioredis.Redis.from_pool(reader_pool)
-        self._append = self.client.register_script(scripts.APPEND)
-        self._finish = self.client.register_script(scripts.FINISH)
+        self._writer = EventWriter(self.client, max_bytes=self.max_bytes, live_ttl_ms=self.live_ttl_ms,
+                                   finished_ttl_ms=self.grace_ms, lost=self.drop, failed=self._failed,
+                                   recovered=self._recovered)
         self._drop = self.client.register_script(scripts.DROP)
         self._cancel = self.client.register_script(scripts.CANCEL)
         self._refresh_readers = self.client.register_script(scripts.READING)
@@ -115,12 +121,14 @@ class RedisResumeStore:
             await self._pubsub.subscribe(scripts.cancel_channel(self.instance_id))
         except (RedisError, OSError) as exc:
             self._failed("subscribe", exc)  # the listener tries again
+        self._writer.start()
         self._tasks = [asyncio.create_task(self._beat_forever()), asyncio.create_task(self._listen_forever())]
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        await self._writer.close()  # what the owners sent their clients reaches Redis first
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -145,6 +153,8 @@ class RedisResumeStore:
     # ------------------------------------------------------------------------------------- the owner's side
 
     async def open(self, meta: StreamMeta, on_cancel: Callable[[], None]) -> None:
+        if not scripts.valid_id(meta.stream_id):
+            raise ValueError("a stream id is url-safe and at most 128 characters")
         meta_key, events_key, owner_key, readers_key = scripts.stream_keys(meta.stream_id)
         fields = ["token_sha256", meta.token_sha256, "owner", meta.owner, "created", repr(meta.created),
                   "state", "live", "bytes", "0", "cancel", "0"]
@@ -161,11 +171,13 @@ class RedisResumeStore:
             self._failed("open", exc)
             return  # not owned: its first append returns False
         self._recovered()
-        self._owned[meta.stream_id] = _Owned(on_cancel)
+        self._owned[meta.stream_id] = _Owned((meta_key, events_key, owner_key, readers_key), on_cancel)
 
     async def append(self, stream_id: str, seq: int, event: bytes) -> bool:
+        """Checks the caps here and queues the event for the writer: False for an event past a cap, or
+        for any event of a stream whose earlier write failed (it was dropped then)."""
         owned = self._owned.get(stream_id)
-        if owned is None or owned.finished_at is not None:
+        if owned is None or owned.finished_at is not None or self._closed:
             return False
         size = len(event)
         if owned.bytes + size > self.max_bytes or self.total_bytes + size > self.max_total_bytes:
@@ -173,46 +185,42 @@ class RedisResumeStore:
             return False
         owned.bytes += size
         self.total_bytes += size
-        meta_key, events_key, _, _ = scripts.stream_keys(stream_id)
-        try:
-            stored = await self._append(keys=(meta_key, events_key),
-                                        args=(seq, event, self.max_bytes, self.live_ttl_ms))
-        except (RedisError, OSError) as exc:
-            self._failed("append", exc)
-            stored = 0
-        else:
-            self._recovered()
-        if stored != 1:  # not live in Redis any more, over its cap there, or Redis failed
-            await self.drop(stream_id)
-            return False
+        self._writer.add(stream_id, owned.keys, seq, event)
         return True
 
     async def finish(self, stream_id: str) -> None:
         owned = self._owned.get(stream_id)
-        if owned is not None:
-            owned.finished_at = time.monotonic()
-        await self._call("finish", self._finish, stream_id, self.grace_ms)
+        if owned is None or owned.finished_at is not None or self._closed:
+            return
+        owned.finished_at = time.monotonic()
+        await self._writer.finish(stream_id, owned.keys)
+
+    async def flush(self) -> None:
+        """Returns once every event appended so far is in Redis (or its stream dropped)."""
+        await self._writer.flush()
 
     async def drop(self, stream_id: str) -> None:
+        self._writer.discard(stream_id)
         self._forget(stream_id)
-        await self._call("drop", self._drop, stream_id, DROPPED_TTL_MS)
+        if not scripts.valid_id(stream_id):
+            return
+        try:
+            await self._drop(keys=scripts.stream_keys(stream_id), args=(DROPPED_TTL_MS,))
+        except (RedisError, OSError) as exc:
+            self._failed("drop", exc)  # its keys expire on their own
+        else:
+            self._recovered()
 
     def _forget(self, stream_id: str) -> None:
         owned = self._owned.pop(stream_id, None)
         if owned is not None:
             self.total_bytes -= owned.bytes
 
-    async def _call(self, operation: str, script: Any, stream_id: str, ttl_ms: int) -> None:
-        try:
-            await script(keys=scripts.stream_keys(stream_id), args=(ttl_ms,))
-        except (RedisError, OSError) as exc:
-            self._failed(operation, exc)  # its keys expire on their own
-        else:
-            self._recovered()
-
     # ------------------------------------------------------------------------------------ any instance's side
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
+        if not scripts.valid_id(stream_id):
+            return None
         try:
             found: Any = await self.client.hgetall(scripts.stream_keys(stream_id)[0])
             fields: dict[bytes, bytes] = found  # the client does not decode replies
@@ -228,6 +236,8 @@ class RedisResumeStore:
     async def has_readers(self, stream_id: str) -> bool:
         if self._reading.get(stream_id):
             return True
+        if not scripts.valid_id(stream_id):
+            return False
         try:
             count = await self._count_readers(keys=(scripts.stream_keys(stream_id)[3],))
         except (RedisError, OSError) as exc:
@@ -236,6 +246,8 @@ class RedisResumeStore:
         return bool(count)
 
     async def cancel(self, stream_id: str) -> bool:
+        if not scripts.valid_id(stream_id):
+            return False
         try:
             told = await self._cancel(keys=(scripts.stream_keys(stream_id)[0],),
                                       args=(scripts.CANCEL_CHANNEL_PREFIX, stream_id))
@@ -248,6 +260,8 @@ class RedisResumeStore:
         return bool(told)
 
     async def events(self, stream_id: str, after: int) -> AsyncIterator[tuple[int, bytes]]:
+        if not scripts.valid_id(stream_id):
+            raise StreamExpired(stream_id)
         meta_key, events_key, owner_key, readers_key = scripts.stream_keys(stream_id)
         reader = f"{self.instance_id}:{next(self._numbers)}"
         last = max(0, after)
@@ -308,7 +322,7 @@ class RedisResumeStore:
 
     # --------------------------------------------------------------------------------- background work
 
-    async def beat(self) -> None:
+    async def beat(self) -> None:  # public: tests beat at once instead of waiting for it
         """Refreshes the owner key of every live stream owned here and every reader served here, reads the
         cancel flags, in one round trip; forgets the finished streams whose grace has passed."""
         now = time.monotonic()
