@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from .hosts import exposure_problem
-from .loader import NAME, SHA256_HEX, Validator, expand
+from .backends import parse_backend
+from .loader import NAME, SHA256_HEX, Validator
 from .model import LIMIT_NAMES, MAX_COALESCE_MS, ClientKey, KeyLimits, LimitsConfig, ServerConfig
 
 
@@ -91,24 +92,11 @@ def _client_key(v: Validator, raw: Any, path: str) -> ClientKey | None:
 def parse_limits(v: Validator, raw: Any) -> LimitsConfig:
     ld = v.ld
     raw = v.mapping(raw, "limits", ("backend", "url", "on_backend_error", "redis_pool_size", "redis_pool_wait"))
-    backend = raw.get("backend", "memory")
-    if backend not in ("memory", "redis"):
-        ld.problem("limits.backend", "must be memory or redis")
-        backend = "memory"
+    backend, url = parse_backend(v, raw, "limits", LimitsConfig.url)
     on_error = raw.get("on_backend_error", "open")
     if on_error not in ("open", "closed"):
         ld.problem("limits.on_backend_error", "must be open or closed")
         on_error = "open"
-    url = LimitsConfig.url
-    if "url" in raw and v.string(raw["url"], "limits.url"):
-        missing: list[str] = []  # the url may carry a password from the environment: never echo it
-        url = expand(raw["url"], missing)
-        if missing:
-            ld.problem("limits.url", f"{' and '.join(dict.fromkeys(missing))} is not set")
-        elif not url.startswith(("redis://", "rediss://", "unix://")):
-            ld.problem("limits.url", "must start with redis://, rediss:// or unix://")
-        if backend != "redis":
-            ld.problem("limits.url", "only the redis backend takes a url")
     pool: dict[str, Any] = {}
     for name in ("redis_pool_size", "redis_pool_wait"):
         if name in raw:
