@@ -35,6 +35,8 @@ def _malformed(detail: str) -> GatewayError:
 
 def content_coding(header: str | None) -> str:
     """The one content coding of a body ("identity" for none); anything else is a 415."""
+    if header is None:  # the usual request
+        return "identity"
     codings = [c.strip().lower() for c in (header or "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:

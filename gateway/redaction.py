@@ -52,6 +52,23 @@ _CREDENTIAL_HEADER_LINE = re.compile(
     r"(\s*:|\\x[0-9a-fA-F]{2})[^'\";\r\n]*", re.IGNORECASE)
 
 
+# What text must hold for KEY_SHAPES or _CREDENTIAL_HEADER_LINE to match in it: each alternative begins
+# with one of these words (KEY_SHAPES' as written; the header names', in lower case, of ASCII text, where
+# IGNORECASE folds ASCII letters only). Text without any is left as it is, with no regex pass: a log line
+# almost never holds one.
+_SHAPE_WORDS = ("sk-", "AIza", "gsk_", "nvapi-", "pplx-", "Bearer", "Basic")
+_HEADER_WORDS = ("authorization", "api-key", "cookie")
+
+
+def _may_hold_shape(text: str) -> bool:
+    if not text.isascii():
+        return True  # IGNORECASE folds some other letters to ASCII ones (K, the Kelvin sign, to k): the regexes decide
+    if any(word in text for word in _SHAPE_WORDS):
+        return True
+    lower = text.lower()
+    return any(word in lower for word in _HEADER_WORDS)
+
+
 def _shapes(pattern: re.Pattern[str], text: str) -> str:
     return pattern.sub(REDACTED, _CREDENTIAL_HEADER_LINE.sub(rf"\1\2 {REDACTED}", text))
 
@@ -108,6 +125,9 @@ def configured_secrets(config: Config) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for s in found if s))
 
 
+_FEW_SECRETS = 32  # up to this many configured secrets, text is searched for each before the regex runs
+
+
 class _Registry:
     """The secrets of every running application, as one pattern (longest first, so that a secret that
     contains another is redacted whole)."""
@@ -117,6 +137,7 @@ class _Registry:
         self._sets: dict[int, tuple[str, ...]] = {}
         self._numbers = itertools.count()
         self.pattern: re.Pattern[str] | None = None
+        self.secrets: tuple[str, ...] = ()  # the pattern's, when few enough to look for one by one first
 
     def add(self, secrets: Iterable[str]) -> int:
         with self._lock:
@@ -136,10 +157,16 @@ class _Registry:
         secrets = sorted({s for group in self._sets.values() for s in group if len(s) >= SHORTEST_SECRET},
                          key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, secrets))) if secrets else None
+        self.secrets = tuple(secrets) if len(secrets) <= _FEW_SECRETS else ()
 
     def redact(self, text: str) -> str:
         pattern = self.pattern
-        return pattern.sub(REDACTED, text) if pattern is not None else text
+        if pattern is None:
+            return text
+        secrets = self.secrets
+        if secrets and not any(secret in text for secret in secrets):  # a substring search is cheaper than a regex pass
+            return text
+        return pattern.sub(REDACTED, text)
 
 
 CONFIGURED = _Registry()
@@ -160,7 +187,8 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 def redact_log(text: str) -> str:
     """The configured secrets and key shapes ('key=' is left alone: the request line logs 'key=<key id>')."""
-    return _shapes(KEY_SHAPES, CONFIGURED.redact(text))
+    text = CONFIGURED.redact(text)
+    return _shapes(KEY_SHAPES, text) if _may_hold_shape(text) else text
 
 
 # ---------------------------------------------------------------------------------------------- logs

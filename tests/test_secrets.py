@@ -267,3 +267,23 @@ def test_no_configured_secret_survives_redaction_whatever_surrounds_it(secrets, 
                 assert secret not in clean
     finally:
         CONFIGURED.remove(number)
+
+
+_SHAPED = st.lists(st.sampled_from(["sk-", "AIza", "gsk_", "nvapi-", "pplx-", "Bearer", "Basic", "Authorization",
+                                   "x-API-key", "Cookie", "\u212a", ": ", " ", "\\x01", "abcdefgh12", "Z9+/=", "key="]), max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_SHAPED | st.text(max_size=80), secrets=st.lists(SECRET_TEXT, max_size=3))
+def test_log_redaction_shortcuts_give_what_the_regexes_give(text, secrets):
+    """redact_log skips a regex pass when the text cannot match it: the result is the regexes' own."""
+    from gateway.redaction import KEY_SHAPES, _shapes
+
+    number = CONFIGURED.add(secrets)
+    try:
+        text += "".join(secrets[:1])
+        pattern = CONFIGURED.pattern
+        configured = pattern.sub(REDACTED, text) if pattern is not None else text
+        assert redact_log(text) == _shapes(KEY_SHAPES, configured)
+    finally:
+        CONFIGURED.remove(number)
