@@ -177,24 +177,36 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
     """Streams the chain as SSE. The first chunk is awaited before the 200 is committed, so that a failure
     before any content gets its real HTTP status; past `keepalive` seconds the 200 is committed anyway and
     keep-alive comments hold the connection while the provider thinks. `make_response` makes the SSE
-    response (a resumable stream's numbers and keeps its events)."""
+    response (a resumable stream's numbers and keeps its events).
+
+    The first chunk is awaited in the handler's own task, with a loop timer for the commit: only a stream
+    whose first chunk takes longer than `keepalive` gets a task, the one committing its 200 (prepare is
+    async), and the handler waits for that task before it writes anything."""
     chunks = chain.output
     encode = encoder(ctx)
-    first = asyncio.ensure_future(anext(chunks, None))  # None: the chain ended (a chunk is never None)
+    loop = asyncio.get_running_loop()
     response: EventStream | None = None
+    opening: asyncio.Task[EventStream] | None = None  # committing the 200 once `keepalive` passed
+
+    def commit() -> None:
+        nonlocal opening
+        opening = loop.create_task(_open(request, ctx, keepalive, record, make_response))
+
+    timer = loop.call_later(keepalive, commit)
     try:
-        done, _ = await asyncio.wait((first,), timeout=keepalive)
-        if not done:
-            response = await _open(request, ctx, keepalive, record, make_response)
         try:
-            chunk = await first
+            chunk = await anext(chunks, None)  # None: the chain ended (a chunk is never None)
         except Exception as exc:
+            timer.cancel()
             error = _as_gateway_error(exc, ctx)
-            if response is None:
+            if opening is None:
                 return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
+            response = await opening
             return response, await _fail(response, error)
-        if response is None:
-            response = await _open(request, ctx, keepalive, record, make_response)
+        finally:
+            timer.cancel()
+        response = await opening if opening is not None else await _open(request, ctx, keepalive, record,
+                                                                          make_response)
         try:
             if chunk is not None:
                 record.first_chunk = time.monotonic() - record.started
@@ -214,11 +226,13 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         await response.write_eof()
         return response, "ok"
     except ConnectionResetError:  # the client went away while we wrote, or did not read for send_timeout
+        response = response or await _committed(opening)
         outcome = "client_too_slow" if response is not None and response.too_slow else "client_disconnected"
         return response or web.Response(status=499), outcome
     except asyncio.CancelledError:
         task = asyncio.current_task()
         assert task is not None
+        response = response or await _committed(opening)
         if response is not None and response.too_slow:  # dropped for send_timeout: its connection is gone
             task.uncancel()
             return response, "client_too_slow"
@@ -231,13 +245,25 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
             return error_response(error, ctx.request_id), error.code or str(error.status)
         return response, await _fail(response, error)
     finally:
-        if not first.done():
-            first.cancel()
-            await asyncio.wait((first,))
+        timer.cancel()
+        if response is None and opening is not None:  # left before the 200 it was committing was known
+            response = await _committed(opening)
         if response is not None:
             record.keepalives = getattr(response, "keepalives", 0)
             if response.prepared:
                 response.stop_streaming()
+
+
+async def _committed(opening: asyncio.Task[EventStream] | None) -> EventStream | None:
+    """The response a commit task opened, once it is done (it does not wait on anything in practice: aiohttp's
+    prepare only buffers the headers); None when there was none, or it failed."""
+    if opening is None:
+        return None
+    if not opening.done():
+        await asyncio.wait((opening,))
+    if opening.cancelled() or opening.exception() is not None:
+        return None
+    return opening.result()
 
 
 def _as_gateway_error(exc: Exception, ctx: RequestContext) -> GatewayError:
