@@ -152,6 +152,7 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                 ctx.chunks_in += len(held)
                 for chunk in held:
                     yield chunk
+                held.clear()  # not kept for the stream's life
                 try:
                     async for chunk in chunks:
                         ctx.chunks_in += 1  # counted here, where every chunk passes anyway: no layer of its own

@@ -184,29 +184,23 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
     async), and the handler waits for that task before it writes anything."""
     chunks = chain.output
     encode = encoder(ctx)
-    loop = asyncio.get_running_loop()
     response: EventStream | None = None
-    opening: asyncio.Task[EventStream] | None = None  # committing the 200 once `keepalive` passed
-
-    def commit() -> None:
-        nonlocal opening
-        opening = loop.create_task(_open(request, ctx, keepalive, record, make_response))
-
-    timer = loop.call_later(keepalive, commit)
+    commit: list[asyncio.Task[EventStream]] = []  # the task committing the 200 once `keepalive` passed
+    timer = asyncio.get_running_loop().call_later(keepalive, _commit, commit, request, ctx, keepalive, record,
+                                                  make_response)
     try:
         try:
             chunk = await anext(chunks, None)  # None: the chain ended (a chunk is never None)
         except Exception as exc:
             timer.cancel()
             error = _as_gateway_error(exc, ctx)
-            if opening is None:
+            if not commit:
                 return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
-            response = await opening
+            response = await commit[0]
             return response, await _fail(response, error)
         finally:
             timer.cancel()
-        response = await opening if opening is not None else await _open(request, ctx, keepalive, record,
-                                                                          make_response)
+        response = await commit[0] if commit else await _open(request, ctx, keepalive, record, make_response)
         try:
             if chunk is not None:
                 record.first_chunk = time.monotonic() - record.started
@@ -226,13 +220,13 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         await response.write_eof()
         return response, "ok"
     except ConnectionResetError:  # the client went away while we wrote, or did not read for send_timeout
-        response = response or await _committed(opening)
+        response = response or await _committed(commit)
         outcome = "client_too_slow" if response is not None and response.too_slow else "client_disconnected"
         return response or web.Response(status=499), outcome
     except asyncio.CancelledError:
         task = asyncio.current_task()
         assert task is not None
-        response = response or await _committed(opening)
+        response = response or await _committed(commit)
         if response is not None and response.too_slow:  # dropped for send_timeout: its connection is gone
             task.uncancel()
             return response, "client_too_slow"
@@ -246,19 +240,26 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         return response, await _fail(response, error)
     finally:
         timer.cancel()
-        if response is None and opening is not None:  # left before the 200 it was committing was known
-            response = await _committed(opening)
+        if response is None and commit:  # left before the 200 it was committing was known
+            response = await _committed(commit)
         if response is not None:
             record.keepalives = getattr(response, "keepalives", 0)
             if response.prepared:
                 response.stop_streaming()
 
 
-async def _committed(opening: asyncio.Task[EventStream] | None) -> EventStream | None:
+def _commit(into: list[asyncio.Task[EventStream]], request: web.Request, ctx: RequestContext, keepalive: float,
+            record: AccessRecord, make_response: Callable[[float, float], EventStream]) -> None:
+    """`_stream`'s timer: the first chunk is late, the 200 is committed (in a task: prepare is async)."""
+    into.append(asyncio.get_running_loop().create_task(_open(request, ctx, keepalive, record, make_response)))
+
+
+async def _committed(commit: list[asyncio.Task[EventStream]]) -> EventStream | None:
     """The response a commit task opened, once it is done (it does not wait on anything in practice: aiohttp's
     prepare only buffers the headers); None when there was none, or it failed."""
-    if opening is None:
+    if not commit:
         return None
+    opening = commit[0]
     if not opening.done():
         await asyncio.wait((opening,))
     if opening.cancelled() or opening.exception() is not None:

@@ -54,6 +54,11 @@ class UpstreamRequest:
     headers: dict[str, str]
     body: bytes
 
+    def __post_init__(self) -> None:
+        # orjson.dumps returns its whole working buffer (4 KiB for a short body), and a stream holds its
+        # request until it ends: an exact copy costs one short memcpy and keeps the rest free.
+        self.body = memoryview(self.body).tobytes()
+
 
 class Ending(Protocol):
     done: bool  # the provider sent its end-of-stream event
@@ -284,8 +289,10 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
                 watchdog.waiting_on_client = True
                 for event in events:
                     yield event
+                del event  # not held while the provider is awaited
                 watchdog.waiting_on_client = False
                 watchdog.last_read = watchdog.last_event = loop.time()
+            del data, events
         finished = True
     except Expired as exc:
         raise _timed_out(provider, exc.which) from None
