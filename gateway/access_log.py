@@ -161,9 +161,31 @@ def finish(app: web.Application, record: AccessRecord, quiet: bool = False) -> N
         metrics.observe(record)
     level = logging.DEBUG if quiet or (record.path in QUIET_PATHS and record.status < 400) else logging.INFO
     if log.isEnabledFor(level):
-        fields = record.fields()
-        # the JSON form is made only by the JSON formatter, when there is one: most lines are text
-        log.log(level, "%s", text_line(fields), extra={ACCESS_ATTRIBUTE: functools.partial(_json_fields, fields)})
+        # The JSON form is made only by the JSON formatter, when there is one: most lines are text. The
+        # record is made here rather than by log.log, whose search of the stack for the caller's file and
+        # line no formatter of the gateway's prints.
+        line = log.makeRecord(log.name, level, __file__, 0, "%s", (record_line(record),), None, "finish",
+                              {ACCESS_ATTRIBUTE: functools.partial(_record_json, record)})
+        log.handle(line)
+
+
+def record_line(r: AccessRecord) -> str:
+    """text_line(r.fields()), written out field by field (a request's line is on its path)."""
+    t = _text
+    usage = r.usage
+    if usage:
+        prompt, completion, reasoning = (t(r.tokens("prompt_tokens")), t(r.tokens("completion_tokens")),
+                                         t(r.tokens("reasoning_tokens")))
+    else:
+        prompt = completion = reasoning = "-"
+    first = "-" if r.first_chunk is None else str(round(r.first_chunk, 3))
+    return (f"request id={r.own_id} request_id={r.request_id} {r.endpoint} key={t(r.key)} provider={t(r.provider)} "
+            f"model={t(r.model)} stream={t(r.stream)} tries={t(r.tries)} outcome={t(r.outcome)} status={t(r.status)} "
+            f"requested_model={t(r.requested_model)} client={t(r.client)} method={t(r.method)} path={t(r.path)} "
+            f"finish_reason={t(r.finish_reason)} first_chunk_seconds={first} seconds={round(r.seconds, 3)!s} "
+            f"prompt_tokens={prompt} completion_tokens={completion} reasoning_tokens={reasoning} "
+            f"fallback={t(r.fallback)} moderation={t(r.moderation)} stream_id={t(r.stream_id)} "
+            f"resume={t(r.resume)}")
 
 
 def text_line(fields: dict[str, object]) -> str:
@@ -182,6 +204,10 @@ def _text(value: object) -> str:
     if isinstance(value, list):
         return ",".join(escape(item) for item in value) or "-"
     return str(value)
+
+
+def _record_json(record: AccessRecord) -> dict[str, object]:
+    return _json_fields(record.fields())
 
 
 def _json_fields(fields: dict[str, object]) -> dict[str, object]:

@@ -401,6 +401,38 @@ def test_access_line_values_are_written_as_escape_writes_them(value):
     assert line == f"request id=i request_id=r chat requested_model={escape(value)}"
 
 
+_MAYBE_TEXT = st.none() | st.text(max_size=40) | st.text(alphabet="ab\\\x1b\u2028 ", max_size=8) | st.text(min_size=201, max_size=220)
+_USAGE = st.none() | st.fixed_dictionaries({}, optional={
+    "prompt_tokens": st.integers(0, 99) | st.booleans() | st.none(), "completion_tokens": st.integers(0, 99),
+    "completion_tokens_details": st.none() | st.fixed_dictionaries({}, optional={"reasoning_tokens": st.integers(0, 9)})})
+
+
+@given(st.builds(lambda texts, stream, numbers, first, usage, moderation, fallback: _record(
+    texts, stream, numbers, first, usage, moderation, fallback),
+    st.lists(_MAYBE_TEXT, min_size=10, max_size=10), st.none() | st.booleans(),
+    st.tuples(st.integers(0, 9), st.integers(0, 599), st.floats(0, 1e4)), st.none() | st.floats(0, 1e4), _USAGE,
+    st.lists(st.sampled_from(["input_block", "output_redact", "a\nb"]), max_size=3), st.booleans()))
+def test_access_line_written_field_by_field_is_text_line_of_its_fields(record):
+    """finish() writes record_line(record): the same text as text_line(record.fields())."""
+    from gateway.access_log import record_line, text_line
+
+    assert record_line(record) == text_line(record.fields())
+
+
+def _record(texts, stream, numbers, first, usage, moderation, fallback):
+    from gateway.access_log import AccessRecord
+
+    key, provider, model, outcome, requested, finish_reason, stream_id, resume, endpoint, path = texts
+    record = AccessRecord("a" * 32, "r1", "127.0.0.1", "POST", path or "/v1/chat/completions", 0.0,
+                          endpoint=endpoint or "chat", key=key, provider=provider, model=model, stream=stream,
+                          outcome=outcome, requested_model=requested, finish_reason=finish_reason,
+                          stream_id=stream_id, resume=resume, fallback=fallback, usage=usage)
+    record.tries, record.status, record.seconds = numbers
+    record.first_chunk = first
+    record.moderation.extend(moderation)
+    return record
+
+
 async def test_moderation_redactions_are_logged_and_counted(make_gateway, upstream, caplog):
     gateway = await make_gateway(extra=KEYS.replace('{term: "forbidden phrase", action: block}',
                                                     '{term: "forbidden phrase", action: block}\n    - {term: "darn", action: redact}'))
