@@ -68,6 +68,17 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
         assert ctx.session is not None  # routes.py gives every request the app's session
         window = _Window(ctx, settings, service, ctx.session)
     try:
+        if window is None:  # the rules only (the usual case): the same loop without the service's steps
+            assert output is not None
+            apply = output.apply
+            async for chunk in chunks:
+                for piece in apply(chunk):
+                    yield piece
+                if output.blocked and output.done:
+                    break
+            for piece in output.end():
+                yield piece
+            return
         async for chunk in chunks:
             moderated = output.apply(chunk) if output is not None else (chunk,)
             for piece in moderated:
@@ -134,6 +145,27 @@ class _Output:
             return (chunk,)
         if self.envelope is None:
             self.envelope = Envelope.of(self.ctx.endpoint, chunk, self.ctx.created, self.ctx.model)
+        if len(choices) == 1:  # the usual chunk: one choice writing more of the field it wrote last
+            choice = choices[0]
+            state = self.choices.get(choice.get("index", 0))
+            delta = choice.get("delta")
+            if (state is not None and not state.ended and delta and not choice.get("finish_reason")
+                    and len(delta) == 1 and state.last is not None and state.last in delta):
+                field = state.last
+                text = delta[field]
+                if text and text.__class__ is str:
+                    scanner = state.scanners[field]
+                    out = scanner.feed(text)
+                    if scanner.blocked is None:
+                        if out:
+                            delta[field] = out
+                            return (chunk,)
+                        del delta[field]  # all of it held: the chunk says nothing yet
+                        return (chunk,) if choice.get("logprobs") is not None else []
+                    delta.pop(field, None)  # blocked: the slow path's ending, with what was released
+                    if out:
+                        delta[field] = out
+                    return self._blocked_in(chunk, choice, state, scanner.blocked)
         before: list[Chunk] = []
         after: list[Chunk] = []
         kept: list[Choice] = []
@@ -173,6 +205,14 @@ class _Output:
             return before + after
         chunk["choices"] = kept
         return [*before, chunk, *after] if before or after else (chunk,)
+
+    def _blocked_in(self, chunk: Chunk, choice: Choice, state: _ChoiceState, rule: Rule) -> list[Chunk]:
+        """apply's ending for its one choice blocked by `rule` in this chunk's delta (what was safe
+        before the match is kept in it)."""
+        self._end(state, rule)
+        choice["finish_reason"] = None
+        piece = self._piece(choice.get("index", 0), {}, CONTENT_FILTERED)
+        return [chunk, piece] if choice.get("delta") else [piece]
 
     def end(self) -> list[Chunk]:
         """The upstream ended: text still held by choices that never finished."""
