@@ -61,6 +61,25 @@ class _Normalizer:
     def apply(self, provider_chunk: Chunk) -> Chunk | None:
         # What a provider sent, unchecked until this method has checked it: read as a plain dict.
         chunk: dict[str, Any] = provider_chunk  # type: ignore[assignment]
+        envelope = self.envelope
+        choices = chunk.get("choices")
+        if (envelope is not None and choices.__class__ is list and len(choices) == 1 and "usage" not in chunk
+                and "x_groq" not in chunk):
+            # Most chunks: more text of a choice already begun, nothing else. What the general path below
+            # does with one: its delta kept as it is, no finish reason, logprobs null when absent, stamped.
+            choice = choices[0]
+            if choice.__class__ is dict:
+                delta = choice.get("delta")
+                index = choice.get("index")
+                state = self.choices.get(index) if index.__class__ is int else None
+                if (state is not None and state.role_sent and delta.__class__ is dict and len(delta) == 1
+                        and (text := delta.get("content")).__class__ is str and text
+                        and not choice.get("finish_reason")):
+                    choice["finish_reason"] = None
+                    if "logprobs" not in choice:
+                        choice["logprobs"] = None
+                    envelope.stamp(chunk)
+                    return provider_chunk
         usage = chunk.pop("usage", None)
         extra = chunk.get("x_groq")
         if isinstance(extra, dict) and "usage" in extra:
