@@ -121,6 +121,21 @@ async def test_first_byte_timeout_after_headers_with_no_body(upstream, make_gate
     assert (await response.json())["error"]["code"] == "upstream_first_byte_timeout"
 
 
+async def test_a_failure_after_the_keepalive_commit_ends_the_stream_with_its_error(upstream, make_gateway):
+    """The 200 went out at `sse_keepalive` while the first chunk was awaited: a failure then (here the
+    first-byte timeout) is an error event and [DONE], and nothing is left running."""
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 0.5, idle: 5, total: 30}", keepalive=0.05)
+    upstream.queue(Reply(steps=[HANG]))
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 200
+    events = await asyncio.wait_for(read_events(response), BOUND)
+    assert events[0] == b": keep-alive"
+    assert orjson.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_first_byte_timeout"
+    assert events[-1] == b"data: [DONE]"
+    await settle()
+    assert gateway_tasks() == []
+
+
 async def test_slow_first_chunk_commits_200_and_keeps_alive(upstream, make_gateway):
     gateway = await make_gateway(keepalive=0.05)
     release = asyncio.Event()
