@@ -221,3 +221,21 @@ async def test_a_stream_that_is_not_resumable_leaves_nothing_in_redis(upstream, 
     assert text_of(events) == "".join(BEFORE + AFTER)
     assert await redis.dbsize() == 0
     assert not [name for name in stats if name.removeprefix("cmdstat_") in ("xadd", "hset", "evalsha", "eval")]
+
+
+async def test_a_reader_on_b_keeps_the_upstream_on_a_read_past_the_grace(upstream, redis_url, tmp_path):
+    gate = asyncio.Event()
+    upstream.queue(gated(gate))
+    async with two_instances(upstream, redis_url, tmp_path, grace=0.5) as gateways:
+        first = await gateways.start("a")
+        stream_id = first.headers["X-Stream-Id"]
+        head = await read_before(first)
+        first.close()
+        resumed = await gateways.resume("b", stream_id, headers={**bearer(KEY), "Last-Event-ID": f"{stream_id}.{len(head)}"})
+        assert resumed.status == 200
+        await asyncio.sleep(2.0)  # four graces: A sees B's reader in Redis and does not give up on the upstream
+        assert upstream.cut_off == 0
+        gate.set()
+        tail = await read_after_commit(resumed)
+    assert numbers(head + tail, stream_id) == list(range(1, len(head + tail) + 1))
+    assert text_of(data(head + tail)) == TEXT
