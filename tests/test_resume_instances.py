@@ -87,6 +87,15 @@ async def read_before(response: aiohttp.ClientResponse) -> list[bytes]:
     return events
 
 
+async def dropped_from_a(gateways: Instances) -> tuple[str, str, list[bytes]]:
+    """A resumable stream started on A whose client read BEFORE and went away: its id, token and events read."""
+    first = await gateways.start("a")
+    stream_id, token = first.headers["X-Stream-Id"], first.headers["X-Stream-Token"]
+    head = await read_before(first)
+    first.close()  # the train enters the tunnel
+    return stream_id, token, head
+
+
 async def read_after_commit(response: aiohttp.ClientResponse) -> list[bytes]:
     """The events of a resumed stream to its end, keep-alive comments left out."""
     return [event for event in await rest(response) if EVENT_ID.match(event) or not event.startswith(b":")]
@@ -97,10 +106,7 @@ async def test_a_client_that_drops_from_a_resumes_on_b_and_gets_every_event_once
     gate = asyncio.Event()
     upstream.queue(gated(gate))
     async with two_instances(upstream, redis_url, tmp_path) as gateways:
-        first = await gateways.start("a")
-        stream_id, token = first.headers["X-Stream-Id"], first.headers["X-Stream-Token"]
-        head = await read_before(first)
-        first.close()  # the train enters the tunnel
+        stream_id, token, head = await dropped_from_a(gateways)
         last = numbers(head, stream_id)[-1]
         if how == "key and Last-Event-ID":
             resumed = await gateways.resume("b", stream_id, headers={**bearer(KEY), "Last-Event-ID": f"{stream_id}.{last}"})
@@ -137,10 +143,7 @@ async def test_when_the_owner_is_killed_the_resumer_gets_what_reached_redis_then
     gate = asyncio.Event()
     upstream.queue(gated(gate))
     async with two_instances(upstream, redis_url, tmp_path) as gateways:
-        first = await gateways.start("a")
-        stream_id = first.headers["X-Stream-Id"]
-        head = await read_before(first)
-        first.close()
+        stream_id, _, head = await dropped_from_a(gateways)
         resumed = await gateways.resume("b", stream_id, headers={**bearer(KEY), "Last-Event-ID": f"{stream_id}.1"})
         assert resumed.status == 200
         replayed = [await next_event(resumed) for _ in head[1:]]  # B has what A stored, before A dies
@@ -176,10 +179,7 @@ async def test_a_stream_nobody_resumed_is_410_on_b_not_404(upstream, redis_url, 
     gate = asyncio.Event()
     upstream.queue(gated(gate))
     async with two_instances(upstream, redis_url, tmp_path, grace=0.5) as gateways:
-        first = await gateways.start("a")
-        stream_id = first.headers["X-Stream-Id"]
-        await read_before(first)
-        first.close()
+        stream_id, _, _ = await dropped_from_a(gateways)
         async with asyncio.timeout(BOUND):
             await upstream.cut_off_event.wait()  # the grace passed with no reader: A cancelled the upstream
         late = await gateways.resume("b", stream_id)
@@ -227,10 +227,7 @@ async def test_a_reader_on_b_keeps_the_upstream_on_a_read_past_the_grace(upstrea
     gate = asyncio.Event()
     upstream.queue(gated(gate))
     async with two_instances(upstream, redis_url, tmp_path, grace=0.5) as gateways:
-        first = await gateways.start("a")
-        stream_id = first.headers["X-Stream-Id"]
-        head = await read_before(first)
-        first.close()
+        stream_id, _, head = await dropped_from_a(gateways)
         resumed = await gateways.resume("b", stream_id, headers={**bearer(KEY), "Last-Event-ID": f"{stream_id}.{len(head)}"})
         assert resumed.status == 200
         await asyncio.sleep(2.0)  # four graces: A sees B's reader in Redis and does not give up on the upstream
