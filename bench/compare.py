@@ -1,13 +1,13 @@
 """The gateway beside its peers: the same loads through the mock alone, this gateway, Portkey and LiteLLM, in one run.
 
-Starts one mock upstream (bench/fake_upstream.py, OpenAI and Anthropic wire formats), this checkout's
+Starts one mock upstream (bench/fake_upstream.py: OpenAI, Anthropic and Gemini wire formats), this checkout's
 gateway (`python -m gateway serve`), and the peers installed by bench/peers/setup.sh (LiteLLM's proxy,
 Portkey's gateway), all on 127.0.0.1. Each load then runs through each target in turn: "direct" (the
 mock alone: the floor, what serving the same stream costs at all), then the gateway and the peers, each
 configured to the mock as its upstream. The gateway or peer runs on CPU 0, the mock and this load
 generator on CPU 1. Each target is warmed up (its answers checked chunk by chunk) before it is measured.
 
-    python bench/compare.py                    # the quick set: openai, paced, anthropic
+    python bench/compare.py                    # the quick set: openai, paced, anthropic, gemini
     python bench/compare.py --full             # and the idle loads: storm (5,000 streams), idle (10,000)
     python bench/compare.py --loads storm --targets direct,gateway --json
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
-import json
 import math
 import os
 import resource
@@ -27,72 +26,20 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import orjson
 
+from compare_targets import (LOADS, PORTKEY_GEMINI_NOTE, WARM, Load, Peer, gateway_config, litellm_config,
+                             litellm_version, portkey_version)
 from harness import BENCH_DIR, CLK_TCK, Child, commit, free_ports, machine_busy_seconds, run_command
-from loadgen import Tally, Target, closed_loop, percentile, ramp
+from loadgen import Tally, closed_loop, percentile, ramp
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 DEFAULT_PEERS_DIR = Path(os.environ.get("GATEWAY_BENCH_PEERS", Path.home() / ".cache" / "gateway-bench-peers"))
 NOT_INSTALLED = "not installed (run bench/peers/setup.sh)"
 EXTRA_CHUNKS = 3  # an OpenAI client gets, besides the content chunks, a role, a finish and a usage chunk
-PROMPT = [{"role": "user", "content": "Write a long story about a gateway."}]
-OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o-mini", "claude-haiku-4-5"
 TARGET_CPU, DRIVER_CPU = 0, 1
-# LiteLLM refuses to start without a strong master key; this one guards a proxy on loopback for one run.
-LITELLM_MASTER_KEY = "sk-bench-" + "5f0c8e2a9b7d4c1e" * 3
-
-
-# ---------------------------------------------------------------- the loads
-
-
-@dataclass(frozen=True)
-class Load:
-    name: str
-    title: str
-    chunks: int  # content chunks per stream
-    interval_ms: int  # between content chunks
-    first_ms: int  # before the first content chunk
-    anthropic: bool = False  # the upstream speaks Anthropic's Messages API
-    concurrency: int = 0  # closed loop: workers
-    streams: int = 0  # ramp: streams, one connection each
-    ramp_s: float = 0.0
-    quick: bool = True
-
-    @property
-    def segment(self) -> str:
-        """The mock's path segment that sets this load's stream: bench/fake_upstream.py."""
-        return f"c{self.chunks}-i{self.interval_ms}-f{self.first_ms}"
-
-    @property
-    def idle(self) -> bool:
-        return self.streams > 0
-
-
-LOADS = {load.name: load for load in (
-    Load("openai", "128 streams x 50 chunks, no delay", 50, 0, 0, concurrency=128),
-    Load("paced", "100 streams x 20 chunks 20 ms apart", 20, 20, 20, concurrency=100),
-    Load("anthropic", "Anthropic upstream translated, 128 streams x 50 chunks", 50, 0, 0, anthropic=True,
-         concurrency=128),
-    Load("storm", "5,000 idle streams ramped in 5 s", 10, 1000, 0, streams=5000, ramp_s=5.0, quick=False),
-    Load("idle", "10,000 concurrent idle streams, ramped in 10 s", 10, 2000, 0, streams=10000, ramp_s=10.0,
-         quick=False),
-)}
-# Warms the idle loads' targets up: short fast streams (an idle load's own streams last seconds).
-WARM = Load("warm", "warm-up", 5, 0, 0, concurrency=100)
-
-
-def openai_body(model: str) -> bytes:
-    return orjson.dumps({"model": model, "stream": True, "stream_options": {"include_usage": True},
-                         "max_tokens": 1024, "messages": PROMPT})
-
-
-def anthropic_body() -> bytes:
-    return orjson.dumps({"model": ANTHROPIC_MODEL, "stream": True, "max_tokens": 1024, "messages": PROMPT})
 
 
 # ---------------------------------------------------------------- /proc figures over a process tree
@@ -159,72 +106,6 @@ class Service(Child):
 
 
 # ---------------------------------------------------------------- the targets
-
-
-@dataclass
-class Peer:
-    """One thing measured: the mock alone, the gateway, or a peer, and how a load's request reaches it."""
-    name: str
-    label: str
-    version: str = ""
-    port: int = 0
-    child: Child | None = None
-    missing: str = ""  # why it is not measured
-
-    def target(self, load: Load, mock_port: int) -> Target:
-        if self.name == "direct":
-            kind = "messages" if load.anthropic else "chat/completions"
-            body = anthropic_body() if load.anthropic else openai_body(OPENAI_MODEL)
-            return Target(mock_port, f"/bench/{load.segment}/v1/{kind}", body, anthropic=load.anthropic)
-        model = ANTHROPIC_MODEL if load.anthropic else OPENAI_MODEL
-        if self.name == "gateway":
-            return Target(self.port, "/v1/chat/completions", openai_body(f"{load.name}/{model}"))
-        if self.name == "litellm":
-            return Target(self.port, "/v1/chat/completions", openai_body(load.name),
-                          (("Authorization", f"Bearer {LITELLM_MASTER_KEY}"),))
-        headers = (("x-portkey-provider", "anthropic" if load.anthropic else "openai"),
-                   ("x-portkey-custom-host", f"http://127.0.0.1:{mock_port}/bench/{load.segment}/v1"),
-                   ("Authorization", "Bearer bench-key"))
-        return Target(self.port, "/v1/chat/completions", openai_body(model), headers)
-
-
-def gateway_config(mock_port: int, port: int, loads: list[Load]) -> str:
-    providers = []
-    for load in loads:
-        base = f"http://127.0.0.1:{mock_port}/bench/{load.segment}"
-        if load.anthropic:
-            providers.append(f"  - {{name: {load.name}, kind: anthropic, base_url: '{base}', api_key: bench-key}}")
-        else:
-            providers.append(f"  - {{name: {load.name}, kind: openai, base_url: '{base}/v1', stream_options: true}}")
-    return ("server: {host: 127.0.0.1, port: %d, shutdown_grace: 1}\nproviders:\n%s\nmiddlewares: [normalize]\n"
-            % (port, "\n".join(providers)))
-
-
-def litellm_config(mock_port: int, loads: list[Load]) -> str:
-    models = []
-    for load in loads:
-        base = f"http://127.0.0.1:{mock_port}/bench/{load.segment}"
-        if load.anthropic:
-            params = {"model": f"anthropic/{ANTHROPIC_MODEL}", "api_base": f"{base}/v1/messages"}
-        else:
-            params = {"model": f"openai/{OPENAI_MODEL}", "api_base": f"{base}/v1"}
-        models.append({"model_name": load.name, "litellm_params": {**params, "api_key": "bench-key"}})
-    # JSON is YAML: no YAML writer needed
-    return json.dumps({"model_list": models, "litellm_settings": {"drop_params": True, "telemetry": False},
-                       "general_settings": {"master_key": LITELLM_MASTER_KEY}})
-
-
-def litellm_version(peers_dir: Path) -> str:
-    found = glob.glob(str(peers_dir / "litellm" / "lib" / "python*" / "site-packages" / "litellm-*.dist-info"))
-    return Path(found[0]).name.removeprefix("litellm-").removesuffix(".dist-info") if found else ""
-
-
-def portkey_version(peers_dir: Path) -> str:
-    package = peers_dir / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "package.json"
-    try:
-        return json.loads(package.read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        return ""
 
 
 def pinned(argv: list[str], pin: bool) -> list[str]:
@@ -526,6 +407,8 @@ def print_table(result: dict) -> None:
                 notes.append(f"{load_name} / {name}: other processes used {r['other_cores_busy']:.2f} cores meanwhile")
             if "cpu_ticks" in r and r["cpu_ticks"] < 100:
                 notes.append(f"{load_name} / {name}: only {r['cpu_ticks']} CPU ticks measured: coarse")
+            if name == "portkey" and LOADS[load_name].upstream == "gemini" and "completed" in r:
+                notes.append(f"{load_name} / {name}: {PORTKEY_GEMINI_NOTE}")
     if notes:
         print()
         for note in notes:

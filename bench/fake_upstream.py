@@ -1,17 +1,23 @@
-"""A fast fake upstream for the benchmarks: `POST /v1/chat/completions` and `POST /v1/messages` always stream.
+"""A fast fake upstream for the benchmarks: OpenAI's, Anthropic's and Gemini's streaming endpoints.
 
 Each answer to /v1/chat/completions is what api.openai.com sends for a streamed chat completion, byte
 for byte in shape: a role chunk, `--chunks-per-stream` content chunks, a finish chunk with
 finish_reason "stop", a `choices: []` usage chunk when the request set stream_options.include_usage,
 then `data: [DONE]`. /v1/messages answers as api.anthropic.com streams a Message: message_start,
 content_block_start, ping, one text_delta per content chunk, content_block_stop, message_delta
-(end_turn), message_stop, with `event:` lines and the padded JSON Anthropic sends. One SSE event per
-write, as a real provider flushes each token.
+(end_turn), message_stop, with `event:` lines and the padded JSON Anthropic sends.
+/v1beta/models/{model}:streamGenerateContent answers as Gemini's `alt=sse` stream: one
+GenerateContentResponse per content chunk, framed `data: <json>\r\n\r\n`, in Google's compact JSON with
+a space after each colon, cumulative usageMetadata on every event, finishReason STOP on the last; no
+[DONE]: the chunked body simply ends. (Without `alt=sse` Google streams a JSON array instead; that form
+is not modelled: every request gets the SSE form.) One SSE event per write, as a real provider flushes
+each token.
 
 The same endpoints under `/bench/c<chunks>-i<interval ms>-f<first ms>/` take their settings from the
 path instead of the command line (`f`: the wait before the first content chunk), so that one process
 serves every load of bench/compare.py, each through its own base URL:
-`/bench/c50-i20-f20/v1/chat/completions`, `/bench/c10-i1000-f0/v1/messages`.
+`/bench/c50-i20-f20/v1/chat/completions`, `/bench/c10-i1000-f0/v1/messages`,
+`/bench/c50-i0-f0/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`.
 
 Run alone: python bench/fake_upstream.py --port 9000 [--chunks-per-stream 200] [--chunk-interval 0.02]
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import secrets
 import time
 import uuid
 
@@ -36,6 +43,8 @@ SETTINGS = web.AppKey("settings", dict)
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
+GEMINI_MODEL = "gemini-2.5-flash"
+PROMPT_TOKENS = 25
 BENCH_LOAD = re.compile(r"c(\d{1,6})-i(\d{1,6})-f(\d{1,6})")
 
 
@@ -118,6 +127,27 @@ class AnthropicStream:
                 self._event("message_stop", {}, 3)]
 
 
+class GeminiStream:
+    """The events of one `:streamGenerateContent?alt=sse` answer, as generativelanguage.googleapis.com
+    frames them: the bytes are prebuilt once, and each event only escapes its token and formats its counts."""
+
+    TEMPLATE = (b'data: {"candidates": [{"content": {"parts": [{"text": %s}],"role": "model"}%s,"index": 0}],'
+                b'"usageMetadata": {"promptTokenCount": %d,"candidatesTokenCount": %d,"totalTokenCount": %d,'
+                b'"promptTokensDetails": [{"modality": "TEXT","tokenCount": %d}]},'
+                b'"modelVersion": "%s","responseId": "%s"}\r\n\r\n')
+    FINISH = b',"finishReason": "STOP"'
+
+    def __init__(self, count: int) -> None:
+        self.last = count - 1  # the last content chunk carries the finish reason, as Gemini sends it
+        self.model = GEMINI_MODEL.encode()
+        self.response_id = secrets.token_urlsafe(18)[:23].encode()  # 23 characters, as Google's ids
+
+    def content(self, i: int) -> bytes:
+        return self.TEMPLATE % (orjson.dumps(TOKENS[i % len(TOKENS)]), self.FINISH if i == self.last else b"",
+                                PROMPT_TOKENS, i + 1, PROMPT_TOKENS + i + 1, PROMPT_TOKENS, self.model,
+                                self.response_id)
+
+
 def load_settings(request: web.Request) -> tuple[int, float, float]:
     """(content chunks, seconds between them, seconds before the first) for this request."""
     load = request.match_info.get("load")
@@ -131,8 +161,9 @@ def load_settings(request: web.Request) -> tuple[int, float, float]:
     return chunks, interval_ms / 1e3, first_ms / 1e3
 
 
-async def _stream(request: web.Request, opening: list[bytes], content, ending) -> web.StreamResponse:
-    count, interval, first = load_settings(request)
+async def _stream(request: web.Request, settings: tuple[int, float, float], opening: list[bytes], content,
+                  ending) -> web.StreamResponse:
+    count, interval, first = settings
     response = web.StreamResponse(headers=SSE_HEADERS)
     await response.prepare(request)
     try:
@@ -153,13 +184,20 @@ async def _stream(request: web.Request, opening: list[bytes], content, ending) -
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     stream = OpenAIStream(include_usage(orjson.loads(await request.read())))
-    return await _stream(request, [stream.role()], stream.content, stream.ending)
+    return await _stream(request, load_settings(request), [stream.role()], stream.content, stream.ending)
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     await request.read()
     stream = AnthropicStream()
-    return await _stream(request, stream.opening(), stream.content, stream.ending)
+    return await _stream(request, load_settings(request), stream.opening(), stream.content, stream.ending)
+
+
+async def stream_generate_content(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    settings = load_settings(request)
+    stream = GeminiStream(settings[0])
+    return await _stream(request, settings, [], stream.content, lambda count: [])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -178,6 +216,7 @@ def main() -> None:
     for prefix in ("", "/bench/{load}"):
         app.router.add_post(f"{prefix}/v1/chat/completions", chat_completions)
         app.router.add_post(f"{prefix}/v1/messages", messages)
+        app.router.add_post(prefix + "/v1beta/models/{model}:streamGenerateContent", stream_generate_content)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None, shutdown_timeout=1,
                 backlog=args.backlog)

@@ -23,6 +23,11 @@ import orjson
 from fake_upstream import TOKENS
 
 OPENAI_DONE = b"data: [DONE]\n\n"
+# What ends one event on each wire: JSON holds no raw newline, so each of these ends exactly one event.
+# "openai-no-done": OpenAI's chunks without the closing [DONE] (Portkey's answer for a Google upstream).
+SEPARATORS = {"openai": b"\n\n", "openai-no-done": b"\n\n", "anthropic": b"\n\n", "gemini": b"\r\n\r\n"}
+# Where a stream has no end event, the event with its finish reason shows that it was complete.
+FINISH_MARKERS = {"gemini": b'"finishReason"', "openai-no-done": b'"finish_reason":"'}
 MAX_HEAD_BYTES = 65536
 ERROR_BODY_BYTES = 600
 
@@ -34,7 +39,7 @@ class Target:
     path: str
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
-    anthropic: bool = False  # the answer is Anthropic's Messages SSE (only when driving the mock directly)
+    wire: str = "openai"  # the answer's format: one of SEPARATORS' keys
 
     def request(self) -> bytes:
         extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
@@ -65,14 +70,18 @@ def _payloads(body: bytes) -> list[tuple[bytes, bytes]]:
     return events
 
 
-def _content_of(data: bytes, anthropic: bool) -> str:
+def _content_of(data: bytes, wire: str) -> str:
     """The text one event's data carries ('' when none)."""
     if not data.startswith(b"{"):
         return ""
     payload = orjson.loads(data)
-    if anthropic:
+    if wire == "anthropic":
         delta = payload.get("delta") if payload.get("type") == "content_block_delta" else None
         return delta.get("text", "") if isinstance(delta, dict) and delta.get("type") == "text_delta" else ""
+    if wire == "gemini":
+        return "".join(part["text"] for candidate in payload.get("candidates") or ()
+                       for part in ((candidate.get("content") or {}).get("parts") or ())
+                       if isinstance(part.get("text"), str) and not part.get("thought"))
     text = []
     for choice in payload.get("choices") or ():
         delta = choice.get("delta") if isinstance(choice, dict) else None
@@ -81,27 +90,47 @@ def _content_of(data: bytes, anthropic: bool) -> str:
     return "".join(text)
 
 
-def check_whole(body: bytes, anthropic: bool, content_chunks: int) -> None:
+def check_whole(body: bytes, wire: str, content_chunks: int) -> None:
     """Every event parses, the text is exactly what the mock sent, and the stream ends as its format ends."""
+    try:
+        _check_whole(body, wire, content_chunks)
+    except (ValueError, TypeError, AttributeError) as exc:  # JSON that is not, or not shaped as the format's
+        raise StreamFailed(f"an event does not parse as {wire}: {exc}") from None
+
+
+def _check_whole(body: bytes, wire: str, content_chunks: int) -> None:
     events = _payloads(bytes(body))
     if not events:
         raise StreamFailed("no event")
-    text = "".join(_content_of(data, anthropic) for _, data in events if data != b"[DONE]")
+    text = "".join(_content_of(data, wire) for _, data in events if data != b"[DONE]")
     if text != expected_text(content_chunks):
         raise StreamFailed(f"the text differs from the mock's: {text[:80]!r}...")
+    if not bytes(body[-4:]).endswith(SEPARATORS[wire]):
+        raise StreamFailed(f"the body does not end with a whole event: {bytes(body[-80:])!r}")
     last_name, last_data = events[-1]
-    if anthropic and last_name != b"message_stop":
+    if wire == "anthropic" and last_name != b"message_stop":
         raise StreamFailed(f"the last event is {last_name!r}, not message_stop")
-    if not anthropic and last_data != b"[DONE]":
+    if wire == "openai" and last_data != b"[DONE]":
         raise StreamFailed(f"the last event is {last_data[:80]!r}, not [DONE]")
+    if wire == "openai-no-done" and not any(c.get("finish_reason") for _, data in events
+                                            for c in orjson.loads(data).get("choices") or ()):
+        raise StreamFailed("no chunk has a finish_reason")
+    if wire == "gemini":
+        if any(name for name, _ in events) or b"[DONE]" in (data for _, data in events):
+            raise StreamFailed("Gemini's stream has no event: lines and no [DONE]")
+        finishes = [i for i, (_, data) in enumerate(events)
+                    if any(c.get("finishReason") for c in orjson.loads(data).get("candidates") or ())]
+        if finishes != [len(events) - 1]:
+            raise StreamFailed(f"finishReason is on events {finishes}, not on the last one only")
 
 
 class Response:
     """One response being received: HTTP head, then a chunked, sized or close-delimited SSE body."""
 
-    def __init__(self, started: float, anthropic: bool, keep_body: bool) -> None:
+    def __init__(self, started: float, wire: str, keep_body: bool) -> None:
         self.started = started
-        self.anthropic = anthropic
+        self.wire = wire
+        self.separator = SEPARATORS[wire]
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.head = b""
         self.status = 0
@@ -113,8 +142,9 @@ class Response:
         self.crlf_left = 0
         self.size_line = b""
         self.events = 0
-        self.last_byte_newline = False
-        self.tail = b""
+        self.tail = b""  # the body's last 64 bytes
+        self.finish_marker = FINISH_MARKERS.get(wire)
+        self.finish_event = -1  # with a finish marker: the index of the last event seen carrying it
         self.first_token: float | None = None
         self.unscanned = b""  # until the first content chunk: bytes not yet split into events
         self.body = bytearray() if keep_body else None
@@ -181,6 +211,11 @@ class Response:
                 take = min(self.crlf_left, end - pos)
                 pos += take
                 self.crlf_left -= take
+            elif self.size_line.endswith(b"\r") and data[pos] == 10:  # the size line's CRLF split in two
+                line, self.size_line = self.size_line[:-1], b""
+                pos += 1
+                if self._chunk_size(line):
+                    return data[pos:]
             else:
                 line_end = data.find(b"\r\n", pos)
                 if line_end < 0:
@@ -188,12 +223,18 @@ class Response:
                     return b""
                 line, self.size_line = self.size_line + data[pos:line_end], b""
                 pos = line_end + 2
-                size = int(line.split(b";", 1)[0], 16)
-                if size == 0:  # the last chunk; its closing blank line is skipped with the next head
-                    self._finish()
+                if self._chunk_size(line):
                     return data[pos:]
-                self.chunk_left = size
         return data[pos:]
+
+    def _chunk_size(self, line: bytes) -> bool:
+        """Reads one chunk-size line; returns whether it was the last chunk's."""
+        size = int(line.split(b";", 1)[0], 16)
+        if size == 0:  # the last chunk; its closing blank line is skipped with the next head
+            self._finish()
+            return True
+        self.chunk_left = size
+        return False
 
     def _body(self, piece: bytes) -> None:
         if not piece:
@@ -201,14 +242,19 @@ class Response:
         if self.status != 200:
             self.error_body = (self.error_body + piece)[:ERROR_BODY_BYTES]
             return
-        # JSON holds no raw newline: each blank line ends exactly one event.
-        self.events += piece.count(b"\n\n") + (self.last_byte_newline and piece[0] == 10)
-        self.last_byte_newline = piece[-1] == 10
-        self.tail = (self.tail + piece)[-64:]
+        # Separators, those split across two pieces too, without copying the pieces: the separator is at
+        # most 4 bytes, so one that straddles lies within the last 3 bytes before and the first 3 of the piece.
+        sep, reach = self.separator, len(self.separator) - 1
+        seam = self.tail[-reach:] + piece[:reach]
+        before = self.events + seam.count(sep)
+        if self.finish_marker is not None:
+            self._find_finish(piece, before)
+        self.events = before + piece.count(sep)
+        self.tail = (self.tail + piece[-64:])[-64:]
         if self.body is not None:
             self.body += piece
         if self.first_token is None:
-            *complete, self.unscanned = (self.unscanned + piece).split(b"\n\n")
+            *complete, self.unscanned = (self.unscanned + piece).split(sep)
             for event in complete:
                 if self._has_content(event):
                     self.first_token = time.perf_counter() - self.started
@@ -217,10 +263,20 @@ class Response:
                         self.on_first_token()
                     break
 
+    def _find_finish(self, piece: bytes, before: int) -> None:
+        """Notes which event a finish reason is in (`before`: the events ended before this piece's first byte)."""
+        marker = self.finish_marker
+        assert marker is not None
+        at = piece.rfind(marker)
+        if at >= 0:
+            self.finish_event = before + piece.count(self.separator, 0, at)
+        elif marker in self.tail[1 - len(marker):] + piece[:len(marker) - 1]:  # split across the two pieces
+            self.finish_event = before
+
     def _has_content(self, event: bytes) -> bool:
-        if b"text_delta" not in event and b'"content"' not in event:
+        if b"text_delta" not in event and b'"content"' not in event and b'"text"' not in event:
             return False
-        return any(_content_of(data, self.anthropic) for _, data in _payloads(event))
+        return any(_content_of(data, self.wire) for _, data in _payloads(event))
 
     def _finish(self) -> None:
         if self.done.done():
@@ -229,10 +285,14 @@ class Response:
             self._fail(f"HTTP {self.status}: {self.error_body.decode(errors='replace')}")
         elif self.first_token is None:
             self._fail("no chunk had content")
-        elif self.anthropic and (b"message_stop" not in self.tail or not self.tail.endswith(b"\n\n")):
+        elif self.wire == "anthropic" and (b"message_stop" not in self.tail or not self.tail.endswith(b"\n\n")):
             self._fail(f"the stream did not end with message_stop (its end: {self.tail!r})")
-        elif not self.anthropic and not self.tail.endswith(OPENAI_DONE):
+        elif self.wire == "openai" and not self.tail.endswith(OPENAI_DONE):
             self._fail(f"the stream did not end with [DONE] (its end: {self.tail!r})")
+        elif self.wire == "gemini" and (self.finish_event != self.events - 1 or not self.tail.endswith(b"\r\n\r\n")):
+            self._fail(f"the last event did not carry the finishReason (its end: {self.tail!r})")
+        elif self.wire == "openai-no-done" and (self.finish_event < 0 or not self.tail.endswith(b"\n\n")):
+            self._fail(f"no chunk had a finish_reason, or the last is cut (its end: {self.tail!r})")
         else:
             self.done.set_result(None)
 
@@ -267,8 +327,8 @@ class Connection(asyncio.Protocol):
         if self.response is not None:
             self.response.connection_lost()
 
-    def send(self, request: bytes, anthropic: bool, keep_body: bool) -> Response:
-        self.response = Response(time.perf_counter(), anthropic, keep_body)
+    def send(self, request: bytes, wire: str, keep_body: bool) -> Response:
+        self.response = Response(time.perf_counter(), wire, keep_body)
         assert self.transport is not None
         self.transport.write(request)
         return self.response
@@ -302,11 +362,11 @@ class Tally:
 async def _one(connection: Connection, target: Target, request: bytes, tally: Tally, content_chunks: int,
                validate: bool, timeout: float) -> bool:
     """One stream on `connection`; returns whether the connection may carry another."""
-    response = connection.send(request, target.anthropic, validate)
+    response = connection.send(request, target.wire, validate)
     try:
         await asyncio.wait_for(asyncio.shield(response.done), timeout)
         if validate:
-            check_whole(response.body or b"", target.anthropic, content_chunks)
+            check_whole(response.body or b"", target.wire, content_chunks)
     except (StreamFailed, TimeoutError, OSError) as exc:
         tally.failed(exc)
         return False
@@ -371,7 +431,7 @@ async def ramp(target: Target, streams: int, ramp_seconds: float, content_chunks
         try:
             begun = time.perf_counter()
             connection = await asyncio.wait_for(connect(target.port), request_timeout)
-            response = connection.send(request, target.anthropic, False)
+            response = connection.send(request, target.wire, False)
             response.started = begun  # the time to first token includes the connection's opening
             response.on_first_token = lambda: setattr(tally, "streaming", tally.streaming + 1)
             left = request_timeout - (time.perf_counter() - begun)

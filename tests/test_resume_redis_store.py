@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from gateway.config import ResumeConfig
 from gateway.resume.redis_scripts import stream_keys
-from gateway.resume.redis_store import DROPPED_TTL_MS, RedisResumeStore, ResumeUnavailable
-from gateway.resume.store import OwnerLost, StreamExpired, StreamMeta
+from gateway.resume.redis_store import DROPPED_TTL_MS, TOMBSTONE_TTL_MS, RedisResumeStore
+from gateway.resume.store import OwnerLost, ResumeUnavailable, StreamExpired, StreamMeta
 from tests.helpers import BOUND
 
 GRACE = 2.0
@@ -157,9 +157,10 @@ async def test_past_its_byte_cap_a_stream_is_dropped_and_b_gets_stream_expired(m
     assert a.total_bytes == 0
     with pytest.raises(StreamExpired):
         await read_all(b, meta.stream_id)
-    assert await b.meta(meta.stream_id) is None
+    assert await b.meta(meta.stream_id) == meta  # a tombstone: the late client is told 410, not 404
     assert await redis.xlen(stream_keys(meta.stream_id)[1]) == 1  # only the `end` entry is left
-    assert all(0 < ttl <= DROPPED_TTL_MS for ttl in (await ttls(redis, meta.stream_id)).values())
+    left = await ttls(redis, meta.stream_id)
+    assert 0 < left["events"] <= DROPPED_TTL_MS and DROPPED_TTL_MS < left["meta"] <= TOMBSTONE_TTL_MS
 
 
 async def test_the_instance_total_caps_the_streams_it_owns_and_frees_what_they_held(make_store):
@@ -226,6 +227,17 @@ async def test_cancel_of_a_dropped_stream_is_false(stores):
     a, b = stores
     meta = await opened(a, EVENTS[0])
     await a.drop(meta.stream_id)
+    assert not await b.cancel(meta.stream_id)
+
+
+async def test_a_finished_stream_whose_events_expired_is_a_tombstone(stores, redis):
+    a, b = stores
+    meta = await opened(a, EVENTS[0])
+    await a.finish(meta.stream_id)
+    await redis.delete(stream_keys(meta.stream_id)[1])  # what its grace's expiry does
+    assert await b.meta(meta.stream_id) == meta
+    with pytest.raises(StreamExpired):
+        await read_all(b, meta.stream_id)
     assert not await b.cancel(meta.stream_id)
 
 
@@ -313,9 +325,11 @@ async def test_every_key_of_a_stream_has_a_ttl_at_every_step(stores, redis):
     await a.finish(meta.stream_id)
     finished = await ttls(redis, meta.stream_id)
     assert set(finished) == {"meta", "events"}  # no owner key once finished
-    assert all(0 < ttl <= a.grace_ms for ttl in finished.values())
+    assert 0 < finished["events"] <= a.grace_ms
+    assert a.grace_ms < finished["meta"] <= a.grace_ms + TOMBSTONE_TTL_MS  # its tombstone outlives the events
     await a.drop(meta.stream_id)
-    assert all(0 < ttl <= DROPPED_TTL_MS for ttl in (await ttls(redis, meta.stream_id)).values())
+    dropped = await ttls(redis, meta.stream_id)
+    assert 0 < dropped["events"] <= DROPPED_TTL_MS and 0 < dropped["meta"] <= TOMBSTONE_TTL_MS
 
 
 async def test_a_closed_instance_leaves_its_live_streams_to_expire_after_grace(stores, redis):
@@ -375,11 +389,14 @@ async def test_when_redis_fails_appends_are_false_and_readers_get_resume_unavail
     assert not await a.append(meta.stream_id, 3, EVENTS[2])  # no exception: the live stream goes on
     await a.finish(meta.stream_id)
     late = new_meta()
-    await a.open(late, lambda: None)
+    with pytest.raises(ResumeUnavailable):  # the request that asked for it is told 503 resume_unavailable
+        await a.open(late, lambda: None)
     assert not await a.append(late.stream_id, 1, EVENTS[0])
-    assert await b.meta(meta.stream_id) is None
+    with pytest.raises(ResumeUnavailable):
+        await b.meta(meta.stream_id)
     assert not await b.has_readers(meta.stream_id)
-    assert not await b.cancel(meta.stream_id)
+    with pytest.raises(ResumeUnavailable):
+        await b.cancel(meta.stream_id)
     with pytest.raises(ResumeUnavailable):
         await read_all(b, meta.stream_id)
     assert a.total_bytes == 0

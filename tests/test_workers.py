@@ -71,6 +71,18 @@ def _chat_requests(metrics: str) -> float:
         r'^gateway_requests_total\{endpoint="chat"[^}]*status="200"[^}]*\} (\S+)$', metrics, re.M))
 
 
+async def _counted(session: aiohttp.ClientSession, url: str, chats: int) -> str:
+    """/metrics once it counts `chats` chat requests: a worker counts a request just after its last byte
+    left, so the client may be faster than the count (and a worker killed then would lose it)."""
+    async with asyncio.timeout(BOUND):
+        while True:
+            async with session.get(f"{url}/metrics") as response:
+                metrics = await response.text()
+            if _chat_requests(metrics) >= chats:
+                return metrics
+            await asyncio.sleep(0.05)
+
+
 async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_ends_all(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -83,6 +95,7 @@ async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_e
             for _ in range(10):
                 await _chat(session, url)
                 chats += 1
+            await _counted(session, url, chats)  # each worker has counted its own before one dies
             killed = min(first)
             os.kill(killed, signal.SIGKILL)
             survivors = await _pids_seen(url, 2)
@@ -90,8 +103,7 @@ async def test_two_workers_serve_one_port_a_killed_one_is_replaced_and_sigterm_e
             for _ in range(4):
                 await _chat(session, url)
                 chats += 1
-            async with session.get(f"{url}/metrics") as response:
-                metrics = await response.text()
+            metrics = await _counted(session, url, chats)
         (tmp_path / "providers.yaml").write_text(f"server: {{port: {port}, shutdown_grace: 3}}\n{DEMO}"
                                                  "routes:\n  fresh: [demo/echo]\nlogging: {format: json}\n")
         process.send_signal(signal.SIGHUP)  # the supervisor passes it on: each worker reloads, and its logging too

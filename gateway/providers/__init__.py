@@ -47,6 +47,7 @@ async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> 
             async for event in events:
                 for chunk in parse_event(event, state):
                     yield chunk
+                del event  # nor its last event while it waits for the next
                 if strict and state.malformed:
                     raise upstream_malformed(provider.name)
                 if state.done:  # the provider's end-of-stream event: not waiting for it to close

@@ -15,10 +15,9 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 
-from .store import StreamExpired, StreamMeta
+from .store import TOMBSTONE_SECONDS, StreamExpired, StreamMeta
 
 MAX_TOMBSTONES = 10_000
-TOMBSTONE_SECONDS = 3600.0
 
 
 class _Stream:

@@ -2,7 +2,8 @@
 
 Per stream (the {hash tag} keeps a stream's keys in one Redis Cluster slot, as a script needs):
     gateway:resume:{<id>}:meta     hash: key_id (absent on open access), token_sha256, owner, created,
-                                   state (live | finished | dropped), bytes (stored), cancel (0 | 1)
+                                   state (live | finished | dropped), bytes (stored), cancel (0 | 1); it outlives
+                                   the events by a tombstone's time, so that a late client is told 410
     gateway:resume:{<id>}:events   stream: event <seq> is entry `<seq>-0` with field `e` (the bytes sent);
                                    the last entry of a finished or dropped stream has field `end`
                                    (finished | dropped) and an id from `*`, larger than every seq
@@ -33,46 +34,52 @@ def cancel_channel(instance_id: str) -> str:
 CANCEL_CHANNEL_PREFIX = cancel_channel("")
 
 # KEYS: meta, events, owner, readers; ARGV: max_bytes, live ttl (ms), finish ttl (ms; 0: not the end yet),
-# then seq, event, seq, event... Appends the events and, when finish ttl is set, finishes the stream, at once.
-# Returns 1 done, 0 not live (finished, dropped, expired, unknown), -1 over the byte cap (nothing stored).
+# tombstone ttl (ms), then seq, event, seq, event... Appends the events and, when finish ttl is set, finishes
+# the stream, at once: its events are kept for the finish ttl, its meta a tombstone ttl longer (a late
+# client is told 410, not 404). Returns 1 done, 0 not live (finished, dropped, expired, unknown), -1 over
+# the byte cap (nothing stored).
 WRITE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'live' then return 0 end
 local max, size = tonumber(ARGV[1]), 0
-for i = 5, #ARGV, 2 do size = size + string.len(ARGV[i]) end
+for i = 6, #ARGV, 2 do size = size + string.len(ARGV[i]) end
 if redis.call('HINCRBY', KEYS[1], 'bytes', size) > max then return -1 end
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   -- an event is at least a byte: MAXLEN max_bytes never trims a stream within its byte cap, it bounds it
   redis.call('XADD', KEYS[2], 'MAXLEN', max, ARGV[i] .. '-0', 'e', ARGV[i + 1])
 end
-local ttl = ARGV[2]
+local ttl, meta_ttl = ARGV[2], ARGV[2]
 if ARGV[3] ~= '0' then
   ttl = ARGV[3]
+  meta_ttl = tonumber(ARGV[3]) + tonumber(ARGV[4])
   redis.call('HSET', KEYS[1], 'state', 'finished')
   redis.call('XADD', KEYS[2], '*', 'end', 'finished')
   redis.call('DEL', KEYS[3])
   redis.call('PEXPIRE', KEYS[4], ttl)
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[1], meta_ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 """
 
-# KEYS: meta, events, owner, readers; ARGV: ttl (ms) of what is left. The events are deleted; the `end`
-# entry that replaces them wakes the readers blocked on the stream, which then raise StreamExpired.
+# KEYS: meta, events, owner, readers; ARGV: ttl (ms) of the `end` entry, ttl (ms) of the meta (the
+# tombstone). The events are deleted; the `end` entry that replaces them wakes the readers blocked on the
+# stream, which then raise StreamExpired; the meta, state dropped, tells a late client 410.
 DROP = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'dropped')
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 redis.call('XADD', KEYS[2], '*', 'end', 'dropped')
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
 """
 
-# KEYS: meta; ARGV: cancel channel prefix, stream id. Returns 1 (the owner is told), 0 when unknown or dropped.
+# KEYS: meta, events; ARGV: cancel channel prefix, stream id. Returns 1 (the owner is told), 0 when unknown,
+# dropped, or finished so long ago that its events are gone (the tombstone of its meta is all that is left).
 CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'dropped' then return 0 end
+if state == 'finished' and redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 redis.call('PUBLISH', ARGV[1] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[2])
 return 1

@@ -5,8 +5,9 @@ hands each event to the writer (redis_writer.py), which sends all the events pen
 in one pipelined round trip: one script call per stream (state check, byte count, XADD `<seq>-0`,
 TTLs refreshed; the stream's end in the same call). A reader on any instance reads after a given seq
 exactly, with XREAD. Every key has a TTL: while live, grace + the owner's heartbeat TTL (refreshed on
-every write and every heartbeat); once finished, grace; once dropped, a few seconds. Redis never keeps
-a stream whose owner died.
+every write and every heartbeat); once finished, grace; once dropped, a few seconds. The meta outlives
+the rest of a finished or dropped stream by TOMBSTONE_SECONDS (a tombstone: a late client is told 410,
+not 404). Redis never keeps a stream whose owner died.
 
 One background task per instance beats every `heartbeat` seconds, in one pipelined round trip: it
 refreshes the owner key of every live stream this instance owns (TTL: three beats), reads their
@@ -19,12 +20,11 @@ Readers block in XREAD for at most `block` seconds at a time, on a pool of their
 connections, each held while a reader blocks): a burst of readers waits for one, and never takes
 the connections that the owners' writes use.
 
-When Redis fails: open() logs, and the stream's appends return False; a write that fails drops its
-streams, whose next append returns False (append does not wait for Redis, so the event that was being
-written is the last one kept; the live stream itself goes on); finish() and drop() log (the keys
-expire on their own); meta() returns None, has_readers() False and cancel() False; a reader raises
-ResumeUnavailable, a StreamExpired (410 stream_expired) that says Redis failed. One log line per
-outage, one when Redis answers again.
+When Redis fails: open() raises ResumeUnavailable (the request is told 503 resume_unavailable); a
+write that fails drops its streams, whose next append returns False (append does not wait for Redis,
+so the event that was being written is the last one kept; the live stream itself goes on); finish() and
+drop() log (the keys expire on their own); has_readers() is False; meta(), cancel() and a reader raise
+ResumeUnavailable (503). One log line per outage, one when Redis answers again.
 
 close() writes what is pending, and does not drop the live streams this instance owns, unlike the
 memory store (whose memory goes with it): it deletes their owner keys, so that their readers elsewhere
@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 from ..config import ResumeConfig
 from . import redis_scripts as scripts
 from .redis_writer import EventWriter
-from .store import OwnerLost, StreamExpired, StreamMeta
+from .store import TOMBSTONE_SECONDS, OwnerLost, ResumeUnavailable, StreamExpired, StreamMeta
 
 log = logging.getLogger("gateway.resume")
 
@@ -61,12 +61,9 @@ POOL_SIZE = 50  # connections per instance for the owners' appends, the beats an
 READERS = 100  # connections per instance for readers (a reader holds one while it blocks)
 READERS_WAIT = 5.0  # seconds a reader waits for one of them
 BATCH = 256  # events per XREAD
-DROPPED_TTL_MS = 5000  # what is left of a dropped stream: its `end` entry, for readers blocked on it
+DROPPED_TTL_MS = 5000  # what is left of a dropped stream's events: its `end` entry, for readers blocked on it
+TOMBSTONE_TTL_MS = round(TOMBSTONE_SECONDS * 1000)
 MIN_TTL_MS = 1000  # grace 0 still leaves a finished stream to the readers that are on it
-
-
-class ResumeUnavailable(StreamExpired):
-    """Redis failed while reading the stream: not resumable now (410, like any StreamExpired)."""
 
 
 @dataclass
@@ -108,8 +105,8 @@ class RedisResumeStore:
             socket_timeout=block + TIMEOUT, retry=retry)
         self.reader_client = aioredis.Redis.from_pool(reader_pool)
         self._writer = EventWriter(self.client, max_bytes=self.max_bytes, live_ttl_ms=self.live_ttl_ms,
-                                   finished_ttl_ms=self.grace_ms, lost=self.drop, failed=self._failed,
-                                   recovered=self._recovered)
+                                   finished_ttl_ms=self.grace_ms, tombstone_ttl_ms=TOMBSTONE_TTL_MS, lost=self.drop,
+                                   failed=self._failed, recovered=self._recovered)
         self._drop = self.client.register_script(scripts.DROP)
         self._cancel = self.client.register_script(scripts.CANCEL)
         self._refresh_readers = self.client.register_script(scripts.READING)
@@ -169,7 +166,7 @@ class RedisResumeStore:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed("open", exc)
-            return  # not owned: its first append returns False
+            raise ResumeUnavailable(meta.stream_id) from None
         self._recovered()
         self._owned[meta.stream_id] = _Owned((meta_key, events_key, owner_key, readers_key), on_cancel)
 
@@ -205,7 +202,7 @@ class RedisResumeStore:
         if not scripts.valid_id(stream_id):
             return
         try:
-            await self._drop(keys=scripts.stream_keys(stream_id), args=(DROPPED_TTL_MS,))
+            await self._drop(keys=scripts.stream_keys(stream_id), args=(DROPPED_TTL_MS, TOMBSTONE_TTL_MS))
         except (RedisError, OSError) as exc:
             self._failed("drop", exc)  # its keys expire on their own
         else:
@@ -226,8 +223,8 @@ class RedisResumeStore:
             fields: dict[bytes, bytes] = found  # the client does not decode replies
         except (RedisError, OSError) as exc:
             self._failed("meta", exc)
-            return None
-        if not fields or fields.get(b"state") == b"dropped":
+            raise ResumeUnavailable(stream_id) from None
+        if not fields:
             return None
         key_id = fields.get(b"key_id")
         return StreamMeta(stream_id, key_id.decode() if key_id is not None else None,
@@ -249,12 +246,12 @@ class RedisResumeStore:
         if not scripts.valid_id(stream_id):
             return False
         try:
-            told = await self._cancel(keys=(scripts.stream_keys(stream_id)[0],),
+            told = await self._cancel(keys=scripts.stream_keys(stream_id)[:2],
                                       args=(scripts.CANCEL_CHANNEL_PREFIX, stream_id))
         except (RedisError, OSError) as exc:
             self._failed("cancel", exc)
             if stream_id not in self._owned:
-                return False
+                raise ResumeUnavailable(stream_id) from None
             told = 1
         self._cancelled(stream_id)  # owned here: at once, without waiting for the message
         return bool(told)
@@ -267,8 +264,7 @@ class RedisResumeStore:
         last = max(0, after)
         owner_lost = False
         try:
-            if await self.client.hget(meta_key, "state") in (None, b"dropped"):
-                raise StreamExpired(stream_id)
+            await self._readable(stream_id, meta_key, events_key, owner_key)
             self._reading.setdefault(stream_id, set()).add(reader)
             await self._refresh_readers(keys=(readers_key,), args=(self.reader_ttl_ms, reader))
             while True:
@@ -279,7 +275,7 @@ class RedisResumeStore:
                 if not entries:
                     if owner_lost:
                         raise OwnerLost(stream_id)
-                    owner_lost = await self._owner_lost(stream_id, meta_key, owner_key)
+                    owner_lost = await self._owner_lost(stream_id, meta_key, events_key, owner_key)
                     continue
                 for entry_id, fields in entries:
                     event = fields.get(b"e")
@@ -298,14 +294,21 @@ class RedisResumeStore:
         finally:
             await self._stop_reading(stream_id, reader, readers_key)
 
-    async def _owner_lost(self, stream_id: str, meta_key: str, owner_key: str) -> bool:
-        """Whether the stream is live with no owner; StreamExpired when it is gone or dropped."""
+    async def _readable(self, stream_id: str, meta_key: str, events_key: str, owner_key: str) -> tuple[bytes, bool]:
+        """The stream's state and whether its owner is alive, in one round trip; StreamExpired when it is
+        gone, dropped, or finished with its events expired (its meta is a tombstone)."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hget(meta_key, "state")
+            pipe.exists(events_key)
             pipe.exists(owner_key)
-            state, owner_alive = await pipe.execute()
-        if state in (None, b"dropped"):
+            state, events_kept, owner_alive = await pipe.execute()
+        if state in (None, b"dropped") or (state == b"finished" and not events_kept):
             raise StreamExpired(stream_id)
+        return bytes(state), bool(owner_alive)
+
+    async def _owner_lost(self, stream_id: str, meta_key: str, events_key: str, owner_key: str) -> bool:
+        """Whether the stream is live with no owner; StreamExpired when it is no longer readable."""
+        state, owner_alive = await self._readable(stream_id, meta_key, events_key, owner_key)
         return state == b"live" and not owner_alive
 
     async def _stop_reading(self, stream_id: str, reader: str, readers_key: str) -> None:

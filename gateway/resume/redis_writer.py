@@ -32,11 +32,12 @@ class _Pending:
 
 class EventWriter:
     def __init__(self, client: aioredis.Redis, *, max_bytes: int, live_ttl_ms: int, finished_ttl_ms: int,
+                 tombstone_ttl_ms: int,
                  lost: Callable[[str], Awaitable[None]], failed: Callable[[str, BaseException], None],
                  recovered: Callable[[], None]) -> None:
         self.client = client
         self._script = client.register_script(scripts.WRITE)
-        self._limits = (max_bytes, live_ttl_ms)
+        self._limits = (max_bytes, live_ttl_ms, tombstone_ttl_ms)
         self.finished_ttl_ms = finished_ttl_ms
         self._lost, self._failed, self._recovered = lost, failed, recovered  # lost: drops the stream
         self._pending: dict[str, _Pending] = {}
@@ -109,13 +110,14 @@ class EventWriter:
 
     async def _write(self, batch: dict[str, _Pending]) -> list[str]:
         """Writes the batch in one round trip; returns the streams that could not be written."""
-        max_bytes, live_ttl_ms = self._limits
+        max_bytes, live_ttl_ms, tombstone_ttl_ms = self._limits
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for pending in batch.values():
                     finished_ttl_ms = self.finished_ttl_ms if pending.finish else 0
                     await self._script(keys=pending.keys, client=pipe,
-                                       args=(max_bytes, live_ttl_ms, finished_ttl_ms, *pending.events))
+                                       args=(max_bytes, live_ttl_ms, finished_ttl_ms, tombstone_ttl_ms,
+                                             *pending.events))
                 results: list[Any] = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             self._failed("append", exc)

@@ -38,7 +38,7 @@ RESUME = web.AppKey("resume", Resumes)
 
 def create_store(config: ResumeConfig, owner: str) -> ResumeStore:
     if config.backend == "redis":
-        from .redis_store import RedisResumeStore  # type: ignore[import-not-found, unused-ignore]  # lands separately
+        from .redis_store import RedisResumeStore  # redis-py is imported only when the config asks for it
 
         store: ResumeStore = RedisResumeStore(config, owner)
         return store

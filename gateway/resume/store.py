@@ -23,8 +23,15 @@ class StreamMeta:
     created: float  # wall-clock seconds
 
 
+TOMBSTONE_SECONDS = 600.0  # how long a stream that is over is still known as such: 410 for a late client, not 404
+
+
 class StreamExpired(Exception):
     """Unknown, dropped (grace passed, cancelled) or past its byte cap: no longer resumable (410)."""
+
+
+class ResumeUnavailable(Exception):
+    """The store's backend failed (Redis down): the stream may well be there, but cannot be read now (503)."""
 
 
 class OwnerLost(Exception):
@@ -36,7 +43,9 @@ class ResumeStore(Protocol):
         """Connects and starts the store's own background work (one task per instance, not per stream)."""
 
     async def close(self) -> None:
-        """Stops that work; streams this instance owns are dropped."""
+        """Stops that work. The streams this instance owns and has not finished are over for it: the
+        memory store drops them (their events go with it); the redis store leaves them in Redis without
+        an owner, so that a reader elsewhere gets what is stored, then OwnerLost."""
 
     async def open(self, meta: StreamMeta, on_cancel: Callable[[], None]) -> None:
         """Registers a stream this instance owns; `on_cancel` runs here when any instance cancels it."""
@@ -52,15 +61,19 @@ class ResumeStore(Protocol):
         """Frees the stream now: readers get StreamExpired."""
 
     async def meta(self, stream_id: str) -> StreamMeta | None:
-        """The stream's metadata, None when it is unknown. A dropped stream's is still given for a while (a
-        tombstone: its events raise StreamExpired), so that a late client is told 410, not 404."""
+        """The stream's metadata, None when it is unknown. A dropped or expired stream's is still given for
+        TOMBSTONE_SECONDS (its events raise StreamExpired), so that a late client is told 410, not 404.
+        Raises ResumeUnavailable when the backend fails."""
 
     async def has_readers(self, stream_id: str) -> bool:
         """Whether a resumed client is reading it now, on any instance (the owner's grace check)."""
 
     def events(self, stream_id: str, after: int) -> AsyncIterator[tuple[int, bytes]]:
         """The events after `after`, then the live ones until the stream finishes. Raises StreamExpired
-        (at once or when it is dropped meanwhile) or OwnerLost (the owner stopped before finishing)."""
+        (at once or when it is dropped meanwhile), OwnerLost (the owner stopped before finishing) or
+        ResumeUnavailable (the backend failed)."""
 
     async def cancel(self, stream_id: str) -> bool:
-        """Stops the stream wherever it is owned (its `on_cancel` runs there). False when it is unknown."""
+        """Signals the stream's owner, wherever it is, to stop it (its `on_cancel` runs there; the owner
+        ends the stream, its readers get the end). False when it is unknown or over. Raises
+        ResumeUnavailable when the backend fails."""
