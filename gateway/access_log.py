@@ -26,15 +26,15 @@ import ipaddress
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from .config import IPNetwork
 from .appkeys import generation
+from .config import IPNetwork
+from .ids import random_id
 from .logfmt import FIELD_CAP, escape
 from .logsetup import ACCESS_ATTRIBUTE
 from .metrics import METRICS
@@ -134,7 +134,7 @@ def begin(request: web.Request) -> AccessRecord:
     """The request's record, started on first use."""
     record = request.get(ACCESS)
     if record is None:
-        own_id = uuid.uuid4().hex  # unique per request, whatever id the client sent
+        own_id = random_id()  # unique per request, whatever id the client sent
         given = request.headers.get("X-Request-Id", "")
         record = request[ACCESS] = AccessRecord(
             own_id=own_id, request_id=given if _REQUEST_ID.match(given) else own_id,
@@ -146,7 +146,7 @@ def begin(request: web.Request) -> AccessRecord:
 def begin_unparsed(peer: str, started: float) -> AccessRecord:
     """The record of a request that never reached the app (its headers did not complete, or did not
     parse): only the peer is known; no endpoint, method or path, and no request id but the gateway's own."""
-    own_id = uuid.uuid4().hex
+    own_id = random_id()
     return AccessRecord(own_id=own_id, request_id=own_id, client=peer[:FIELD_CAP], method="-", path="-",
                         started=started)
 

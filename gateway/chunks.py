@@ -17,8 +17,9 @@ The builders are plain dict literals: they cost what writing the dict by hand di
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Literal, NotRequired, TypedDict
+
+from .ids import random_id
 
 CHUNK_OBJECT = "chat.completion.chunk"
 ID_PREFIXES = {"chat": "chatcmpl-", "completions": "cmpl-"}
@@ -71,7 +72,7 @@ class Chunk(TypedDict):
 def response_id_of(endpoint: str, provider_id: str | None = None) -> str:
     """The rule for every provider that does not send OpenAI's ids: the endpoint's prefix and the
     provider's response id, or a made-up one."""
-    return ID_PREFIXES[endpoint] + (provider_id or uuid.uuid4().hex)
+    return ID_PREFIXES[endpoint] + (provider_id or random_id())
 
 
 def choice(index: int, delta: Delta, finish_reason: str | None = None) -> Choice:

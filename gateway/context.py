@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from .config import ClientKey, ProviderConfig
+from .ids import random_id
 
 
 @dataclass
@@ -21,7 +21,7 @@ class RequestContext:
     requested_model: str  # what the client wrote
     stream: bool
     include_usage: bool  # the chain must end with a usage chunk
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=random_id)
     created: int = field(default_factory=lambda: int(time.time()))
     choices: int = 1  # n: how many choices must each reach a finish reason
     # the (provider, model) targets to try in order; `provider` and `model` above are the one being tried

@@ -58,6 +58,8 @@ def configure(level: str, form: str = "text", *, pinned_level: str | None = None
     (text or json)."""
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(form))
+    # Neither format shows a thread or a process: records need not look them up (logging's own advice)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

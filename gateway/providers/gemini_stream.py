@@ -13,11 +13,11 @@ There is no `[DONE]`: the stream is complete when every candidate has had its `f
 from __future__ import annotations
 
 import re
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..ids import random_id
 from ..chunks import Chunk, Delta, Envelope, ToolCallDelta, choice
 from ..errors import GatewayError, upstream_truncated
 from ..redaction import redact
@@ -144,7 +144,7 @@ def _start(payload: dict[str, Any], state: State) -> None:
     state.started = True
     response_id = payload.get("responseId")
     if not (isinstance(response_id, str) and _SAFE_ID.match(response_id)):
-        response_id = uuid.uuid4().hex
+        response_id = random_id()
         state.call_prefix = f"call_{response_id[:24]}_"
     else:
         state.call_prefix = f"call_{response_id}_"
