@@ -58,9 +58,12 @@ def _unserved(request: web.Request) -> str:
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
-    # One pool for all providers. No connection cap: every live stream holds its own connection.
+    # One pool for all providers. No connection cap: every live stream holds its own connection. No
+    # cookie jar: a cookie a provider set on one client's answer must not go out with the next client's
+    # request (the session is shared by every client).
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-    session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+    session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
+                                    cookie_jar=aiohttp.DummyCookieJar())
     app[SESSION] = session
     yield
     await session.close()

@@ -1,5 +1,6 @@
 """What a provider's stream can not do to the gateway: send it elsewhere with a redirect, pass bad bytes off
-as an empty success, or keep a stream open forever with comments alone."""
+as an empty success, keep a stream open forever with comments alone, or set a cookie that goes out with
+another client's request."""
 
 from __future__ import annotations
 
@@ -190,3 +191,18 @@ def test_a_leading_bom_is_dropped_however_the_stream_is_split(texts, data):
     decoder = SSEDecoder()
     events = [event for a, b in zip([0, *cuts], [*cuts, len(stream)]) for event in decoder.feed(stream[a:b])]
     assert [event.data for event in events] == [text.encode() for text in texts]
+
+
+# ---- no cookies between clients ----
+
+async def test_a_cookie_a_provider_sets_is_not_sent_with_the_next_clients_request(upstream, make_gateway):
+    upstream.url = upstream.url.replace("127.0.0.1", "localhost")  # a host name: a cookie jar keeps its cookies
+    answer = sse(ROLE, chat_chunk({"content": "hi"}), chat_chunk({}, "stop"))
+    upstream.queue(Reply(steps=[answer], headers={"Content-Type": "text/event-stream",
+                                                  "Set-Cookie": "__cf_bm=one-clients-session; Path=/"}),
+                   Reply(steps=[answer]))
+    gateway = await make_gateway()
+    for _ in range(2):
+        response = await gateway.post("/v1/chat/completions", json=CHAT)
+        assert text_of(await read_events(response)) == "hi"
+    assert [r.headers.get("Cookie") for r in upstream.received] == [None, None]
