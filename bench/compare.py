@@ -226,6 +226,7 @@ async def measure(load: Load, peer: Peer, mock: Child, mock_port: int, args: arg
         if warm.failures:
             return {"warmup_failures": warm.failures, "first_failure": warm.first_failure[:300]}
         rss_before = tree_rss_kib(peer.child.pid)
+        peer.baseline_rss_kib = peer.baseline_rss_kib or rss_before
         before = _busy_figures(peer, mock)
         started = time.perf_counter()
         if load.idle:
@@ -247,8 +248,9 @@ async def measure(load: Load, peer: Peer, mock: Child, mock_port: int, args: arg
         after = _busy_figures(peer, mock)
     result = _result(load, tally, elapsed, before, after, same_process)
     if load.idle:  # memory per stream: when the most streams were held at once
-        grown = peak["rss_at_most_streaming_kib"] - rss_before
-        result.update(streams=load.streams, rss_before_kib=rss_before, rss_peak_kib=peak["rss_kib"],
+        grown = peak["rss_at_most_streaming_kib"] - peer.baseline_rss_kib
+        result.update(streams=load.streams, rss_before_kib=rss_before, rss_baseline_kib=peer.baseline_rss_kib,
+                      rss_peak_kib=peak["rss_kib"],
                       rss_at_most_streaming_kib=peak["rss_at_most_streaming_kib"], most_streaming=peak["streaming"],
                       kib_per_stream=grown / peak["streaming"] if peak["streaming"] else math.nan)
     return result

@@ -111,6 +111,9 @@ class Peer:
     port: int = 0
     child: Child | None = None
     missing: str = ""  # why it is not measured at all
+    # RSS after its first warm-up: the base of memory per stream, since memory an earlier load grew into
+    # stays reserved (it would hide the next load's streams from an RSS-before-the-load base)
+    baseline_rss_kib: int = 0
 
     def target(self, load: Load, mock_port: int) -> Target:
         if self.name == "direct":
