@@ -192,7 +192,6 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         try:
             chunk = await anext(chunks, None)  # None: the chain ended (a chunk is never None)
         except Exception as exc:
-            timer.cancel()
             error = _as_gateway_error(exc, ctx)
             if not commit:
                 return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
@@ -239,7 +238,6 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
             return error_response(error, ctx.request_id), error.code or str(error.status)
         return response, await _fail(response, error)
     finally:
-        timer.cancel()
         if response is None and commit:  # left before the 200 it was committing was known
             response = await _committed(commit)
         if response is not None:
