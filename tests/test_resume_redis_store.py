@@ -185,13 +185,19 @@ async def test_a_finished_stream_counts_against_the_total_until_its_grace_has_pa
     assert a.total_bytes == 0
 
 
-async def test_a_reader_waiting_on_a_stream_that_is_dropped_gets_stream_expired(stores):
-    a, b = stores
+async def reading_live(a: RedisResumeStore, b: RedisResumeStore):
+    """A stream A owns with one event, and B's reader of it past that event: the reader, and its wait for
+    the next one (a future)."""
     meta = await opened(a, EVENTS[0])
     reader = b.events(meta.stream_id, 0)
+    assert await anext(reader) == (1, EVENTS[0])
+    return meta, reader, asyncio.ensure_future(anext(reader))
+
+
+async def test_a_reader_waiting_on_a_stream_that_is_dropped_gets_stream_expired(stores):
+    a, b = stores
     async with asyncio.timeout(BOUND):
-        assert await anext(reader) == (1, EVENTS[0])
-        waiting = asyncio.ensure_future(anext(reader))
+        meta, _, waiting = await reading_live(a, b)
         await asyncio.sleep(0.05)
         await a.drop(meta.stream_id)
         with pytest.raises(StreamExpired):
@@ -263,11 +269,8 @@ async def test_close_while_events_are_being_written_writes_them_all_first(make_s
 
 async def test_a_reader_live_on_a_stream_whose_owner_closes_gets_owner_lost(stores):
     a, b = stores
-    meta = await opened(a, EVENTS[0])
-    reader = b.events(meta.stream_id, 0)
     async with asyncio.timeout(BOUND):
-        assert await anext(reader) == (1, EVENTS[0])
-        waiting = asyncio.ensure_future(anext(reader))
+        meta, reader, waiting = await reading_live(a, b)
         assert await a.append(meta.stream_id, 2, EVENTS[1])
         await a.close()
         assert await waiting == (2, EVENTS[1])
