@@ -69,6 +69,12 @@ class Chunk(TypedDict):
     usage: NotRequired[dict[str, Any] | None]
 
 
+# What one step of the chain passes on: the chunks of one upstream read, in order, never empty. A stage
+# works through a batch at once and passes what it made of it as one batch (or nothing, when it dropped
+# every chunk); it never waits for more chunks to fill one, so a batch holds nothing back.
+Batch = list[Chunk]
+
+
 def response_id_of(endpoint: str, provider_id: str | None = None) -> str:
     """The rule for every provider that does not send OpenAI's ids: the endpoint's prefix and the
     provider's response id, or a made-up one."""

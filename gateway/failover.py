@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .chunks import Chunk
+from .chunks import Batch, Chunk
 from .config import RetryPolicy
 from .context import RequestContext
 from .errors import GatewayError, Retry
@@ -91,12 +91,12 @@ def _has_content(chunk: Chunk) -> bool:
     return False
 
 
-async def _until_content(chunks: AsyncIterator[Chunk], whole: bool) -> list[Chunk]:
-    """The chunks up to and including the first with content; with `whole`, all of them."""
-    held: list[Chunk] = []
-    async for chunk in chunks:
-        held.append(chunk)
-        if not whole and _has_content(chunk):
+async def _until_content(batches: AsyncIterator[Batch], whole: bool) -> Batch:
+    """The chunks up to and including the first batch with content; with `whole`, all of them."""
+    held: Batch = []
+    async for batch in batches:
+        held += batch
+        if not whole and any(map(_has_content, batch)):
             break
     return held
 
@@ -114,7 +114,7 @@ def _all_cooling(ctx: RequestContext, health: Health) -> GatewayError:
     )
 
 
-async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: Health) -> AsyncGenerator[Chunk, None]:
+async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: Health) -> AsyncGenerator[Batch, None]:
     """The first target's answer that starts; the last failure (status kept) when none does."""
     last_error: GatewayError | None = None
     for provider, model in ctx.candidates:
@@ -150,13 +150,13 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
             health.succeeded(provider)
             async with contextlib.aclosing(chunks):
                 ctx.chunks_in += len(held)
-                for chunk in held:
-                    yield chunk
-                held.clear()  # not kept for the stream's life
+                if held:
+                    yield held
+                del held  # not kept for the stream's life
                 try:
-                    async for chunk in chunks:
-                        ctx.chunks_in += 1  # counted here, where every chunk passes anyway: no layer of its own
-                        yield chunk
+                    async for batch in chunks:
+                        ctx.chunks_in += len(batch)  # counted here, where every chunk passes anyway: no layer of its own
+                        yield batch
                 except GatewayError as error:
                     if error.counts_against_health:
                         health.failed(provider, error.code or str(error.status))

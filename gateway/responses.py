@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT, Choice, Chunk
+from .chunks import COMPLETION_OBJECTS, TEXT_COMPLETION_OBJECT, Batch, Choice, Chunk
 from .context import RequestContext
 from .sse import encode_event
 
@@ -112,22 +112,23 @@ class _ChoiceParts:
                 "finish_reason": self.finish_reason}
 
 
-async def combine(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> dict[str, Any]:
+async def combine(ctx: RequestContext, batches: AsyncIterator[Batch]) -> dict[str, Any]:
     """The non-streaming answer: the same chunks, joined per choice."""
     parts: dict[int, _ChoiceParts] = {}
     head: dict[str, Any] = {}
     extras: dict[str, Any] = {}
     usage = None
-    async for chunk in chunks:
-        if not head:
-            head = {k: chunk.get(k) for k in ("id", "created", "model")}
-        for key, value in chunk.items():
-            if key not in _ENVELOPE:
-                extras[key] = value
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            parts.setdefault(choice.get("index", 0), _ChoiceParts()).add(choice)
+    async for batch in batches:
+        for chunk in batch:
+            if not head:
+                head = {k: chunk.get(k) for k in ("id", "created", "model")}
+            for key, value in chunk.items():
+                if key not in _ENVELOPE:
+                    extras[key] = value
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                parts.setdefault(choice.get("index", 0), _ChoiceParts()).add(choice)
     chat = ctx.endpoint == "chat"
     choices = [
         parts[i].chat_choice(i) if chat else parts[i].text_choice(i) for i in sorted(parts)

@@ -182,7 +182,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
     The first chunk is awaited in the handler's own task, with a loop timer for the commit: only a stream
     whose first chunk takes longer than `keepalive` gets a task, the one committing its 200 (prepare is
     async), and the handler waits for that task before it writes anything."""
-    chunks = chain.output
+    batches = chain.output
     encode = encoder(ctx)
     response: EventStream | None = None
     commit: list[asyncio.Task[EventStream]] = []  # the task committing the 200 once `keepalive` passed
@@ -190,7 +190,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
                                                   make_response)
     try:
         try:
-            chunk = await anext(chunks, None)  # None: the chain ended (a chunk is never None)
+            batch = await anext(batches, None)  # None: the chain ended (a batch is never None)
         except Exception as exc:
             error = _as_gateway_error(exc, ctx)
             if not commit:
@@ -201,16 +201,18 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
             timer.cancel()
         response = await commit[0] if commit else await _open(request, ctx, keepalive, record, make_response)
         try:
-            if chunk is not None:
+            if batch is not None:
                 record.first_chunk = time.monotonic() - record.started
-                await response.write_event(encode(chunk))
-                record.chunks_out += 1
-                async for chunk in chunks:  # counted on the record, cheaply: the metrics get the totals at the end
-                    await response.write_event(encode(chunk))
-                    record.chunks_out += 1
-                    choices = chunk.get("choices")
-                    if choices and choices[0].get("finish_reason"):
-                        _note_finish(record, choices[0]["finish_reason"])
+                while True:  # counted on the record, cheaply: the metrics get the totals at the end
+                    await response.write_events([encode(chunk) for chunk in batch])
+                    record.chunks_out += len(batch)
+                    for chunk in batch:
+                        choices = chunk.get("choices")
+                        if choices and choices[0].get("finish_reason"):
+                            _note_finish(record, choices[0]["finish_reason"])
+                    batch = await anext(batches, None)
+                    if batch is None:
+                        break
         except ConnectionResetError:
             raise
         except Exception as exc:

@@ -212,12 +212,28 @@ class EventStream(EventSourceResponse):
         if self._write_error is not None:
             raise self._write_error
         self._queued.append(event)
+        if self._client_behind():
+            await self._until_client_reads(self._drained())
+
+    async def write_events(self, events: list[bytes]) -> None:
+        """write_event for each of one batch's events, in one step (a subclass that frames each event
+        overrides this too)."""
+        if self._write_error is not None:
+            raise self._write_error
+        self._queued += events
+        if self._client_behind():
+            await self._until_client_reads(self._drained())
+
+    def _client_behind(self) -> bool:
+        """Schedules the flush of what is queued; True, once it is flushed now, when the client is behind
+        (its connection paused writing): the writer must then wait until it reads."""
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
         protocol = self._protocol
-        if protocol is not None and protocol.writing_paused:  # the client is behind: wait until it reads
+        if protocol is not None and protocol.writing_paused:
             self._flush_now()
-            await self._until_client_reads(self._drained())
+            return True
+        return False
 
     async def _drained(self) -> None:
         writer = self._payload_writer

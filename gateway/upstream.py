@@ -227,10 +227,11 @@ def _release_when_complete(response: aiohttp.ClientResponse, loop: asyncio.Abstr
 async def upstream_events(session: aiohttp.ClientSession, request: UpstreamRequest, provider: ProviderConfig,
                           ending: Ending | None, decoder: Decoder, content_type: str = "text/event-stream",
                           error_hook: ErrorHook | None = None,
-                          first_bytes: list[tuple[str, float]] | None = None) -> AsyncGenerator[Any, None]:
-    """The provider's events, cut by `decoder` from a body of `content_type`; an error answer is read by
-    `error_hook` first. A consumer that stops once `ending.done` is set (the provider's end-of-stream
-    event) does not wait for the connection to end: it is released or closed."""
+                          first_bytes: list[tuple[str, float]] | None = None
+                          ) -> AsyncGenerator[Sequence[Any], None]:
+    """The provider's events, cut by `decoder` from a body of `content_type`, as one non-empty list per
+    read; an error answer is read by `error_hook` first. A consumer that stops once `ending.done` is set
+    (the provider's end-of-stream event) does not wait for the connection to end: it is released or closed."""
     timeouts = provider.timeouts
     name = provider.name
     loop = asyncio.get_running_loop()
@@ -287,11 +288,10 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
             events = decoder.feed(data)
             if events:
                 watchdog.waiting_on_client = True
-                for event in events:
-                    yield event
+                yield events
                 watchdog.waiting_on_client = False
                 watchdog.last_read = watchdog.last_event = loop.time()
-                del event, events  # an idle stream does not hold its last read while it waits for the next
+                del events  # an idle stream does not hold its last read while it waits for the next
             del data
         finished = True
     except Expired as exc:

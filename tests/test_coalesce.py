@@ -436,10 +436,17 @@ async def _play(chunks, error, window_ms, gaps, pauses, log):
     failure = upstream_truncated("up")
 
     async def source():
+        # The chunks that arrive together (no gap) come in one batch, as one upstream read holds them.
+        batch = []
         for chunk, gap in zip(chunks, gaps):
+            if gap and batch:
+                yield batch
+                batch = []
             await asyncio.sleep(gap / 1000)
             log["in"].append((loop.time(), chunk))
-            yield orjson.loads(orjson.dumps(chunk))  # the stage may keep or change what it gets
+            batch.append(orjson.loads(orjson.dumps(chunk)))  # the stage may keep or change what it gets
+        if batch:
+            yield batch
         if error:
             await asyncio.sleep(gaps[-1] / 1000)
             raise failure
@@ -447,8 +454,10 @@ async def _play(chunks, error, window_ms, gaps, pauses, log):
     ctx = SimpleNamespace(stream=True, body={"stream_options": {"coalesce_ms": window_ms}}, client=None)
     stage = coalesce(ctx, source())
     try:
-        async for chunk in stage:
-            log["out"].append((loop.time(), chunk))
+        async for batch in stage:
+            assert batch  # never an empty batch
+            for chunk in batch:
+                log["out"].append((loop.time(), chunk))
             if pauses:
                 await asyncio.sleep(pauses[len(log["out"]) % len(pauses)] / 1000)
     except Exception as exc:

@@ -273,10 +273,10 @@ async def test_slot_given_back_when_the_chain_task_is_cancelled():
     streaming = asyncio.Event()
 
     async def source():
-        yield chat_chunk({"role": "assistant", "content": ""})
+        yield [chat_chunk({"role": "assistant", "content": ""})]
         streaming.set()
         await asyncio.Event().wait()
-        yield chat_chunk({"content": "never"})
+        yield [chat_chunk({"content": "never"})]
 
     ctx = RequestContext(endpoint="chat", body=dict(CHAT), provider=None, model="m", requested_model="up/m",
                          stream=True, include_usage=False, client=key, settings={"ratelimit": backend})

@@ -1,7 +1,7 @@
 """The middleware chain between a provider adapter and the client.
 
-A middleware is a plain async-generator function `(ctx, chunks) -> chunks` over OpenAI chat chunks,
-declared by the `SPEC` its module exports (gateway/pipeline/spec.py). `Chain` links them in the
+A middleware is a plain async-generator function `(ctx, batches) -> batches` over OpenAI chat chunks,
+passed in batches (one per upstream read, so that a read's chunks cross each stage in one step), declared by the `SPEC` its module exports (gateway/pipeline/spec.py). `Chain` links them in the
 configured order, then the AUTOMATIC ones (not listed: they follow every listed stage), leaves out a
 stage whose spec says it is not active for the request, and closes every stage explicitly, innermost last, so that an early exit (client
 gone, error, cancellation) closes the upstream at once rather than when the garbage collector gets to it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from ..chunks import Chunk
+from ..chunks import Batch
 from ..context import RequestContext
 from . import coalesce, moderate, normalize, ratelimit
 from .spec import Middleware, MiddlewareSpec
@@ -26,14 +26,14 @@ AUTOMATIC: tuple[MiddlewareSpec, ...] = (coalesce.SPEC,)
 
 
 class Chain:
-    def __init__(self, ctx: RequestContext, source: AsyncGenerator[Chunk, None], names: tuple[str, ...]) -> None:
-        self.stages: list[AsyncGenerator[Chunk, None]] = [source]
+    def __init__(self, ctx: RequestContext, source: AsyncGenerator[Batch, None], names: tuple[str, ...]) -> None:
+        self.stages: list[AsyncGenerator[Batch, None]] = [source]
         for spec in (*(MIDDLEWARES[name] for name in names), *AUTOMATIC):
             if spec.active is None or spec.active(ctx):
                 self.stages.append(spec.run(ctx, self.stages[-1]))
-        self.output: AsyncIterator[Chunk] = self.stages[-1]
+        self.output: AsyncIterator[Batch] = self.stages[-1]
 
-    def __aiter__(self) -> AsyncIterator[Chunk]:
+    def __aiter__(self) -> AsyncIterator[Batch]:
         return self.output
 
     async def aclose(self) -> None:

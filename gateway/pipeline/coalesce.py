@@ -27,9 +27,9 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
-from ..chunks import Chunk
+from ..chunks import Batch, Chunk
 from ..context import RequestContext
-from .coalesce_merge import Batch, Raw, holdable
+from .coalesce_merge import Held, Raw, holdable
 from .spec import MiddlewareSpec
 
 
@@ -55,12 +55,12 @@ class _Coalescer:
     chunks in `ready`; the stage's own generator hands them on. The helper waits while `ready` is not
     empty, so that a slow client slows the upstream as before, with at most one window held."""
 
-    __slots__ = ("loop", "window", "batch", "timer", "ready", "ended", "error", "_consumer", "_pump")
+    __slots__ = ("loop", "window", "held", "timer", "ready", "ended", "error", "_consumer", "_pump")
 
     def __init__(self, window: float) -> None:
         self.loop = asyncio.get_running_loop()
         self.window = window
-        self.batch: Batch | None = None
+        self.held: Held | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.ready: deque[Raw] = deque()
         self.ended = False
@@ -68,11 +68,13 @@ class _Coalescer:
         self._consumer: asyncio.Future[None] | None = None  # the stage waiting for `ready`
         self._pump: asyncio.Future[None] | None = None  # the helper waiting for `ready` to empty
 
-    async def pump(self, chunks: AsyncIterator[Chunk]) -> None:
+    async def pump(self, batches: AsyncIterator[Batch]) -> None:
         ready = self.ready
+        add = self.add
         try:
-            async for chunk in chunks:
-                self.add(chunk)
+            async for batch in batches:
+                for chunk in batch:
+                    add(chunk)
                 if ready:
                     self._wake_consumer()
                     while ready:
@@ -80,43 +82,43 @@ class _Coalescer:
                         await self._pump
         except Exception as exc:  # the upstream's error (or a bug) reaches the client after the batch
             self.error = exc
-        self.close_batch()
+        self.close_window()
         self.ended = True
         self._wake_consumer()
 
     def add(self, provider_chunk: Chunk) -> None:
         chunk = cast(Raw, provider_chunk)
-        batch = self.batch
-        if batch is not None and batch.extend(chunk):
+        held = self.held
+        if held is not None and held.extend(chunk):
             return
         if holdable(chunk):
-            if batch is not None and batch.fits(chunk):
-                batch.add(chunk)
+            if held is not None and held.fits(chunk):
+                held.add(chunk)
                 return
-            self.close_batch()
-            batch = self.batch = Batch(chunk)
-            batch.add(chunk)
+            self.close_window()
+            held = self.held = Held(chunk)
+            held.add(chunk)
             self.timer = self.loop.call_at(self.loop.time() + self.window, self._window_elapsed)
             return
-        if batch is None:
+        if held is None:
             self.ready.append(chunk)
             return
         self._cancel_timer()
-        self.batch = None
-        self.ready.extend(batch.merged_into(chunk))
+        self.held = None
+        self.ready.extend(held.merged_into(chunk))
 
-    def close_batch(self) -> None:
-        batch = self.batch
-        if batch is not None:
+    def close_window(self) -> None:
+        held = self.held
+        if held is not None:
             self._cancel_timer()
-            self.batch = None
-            merged = batch.chunk()
+            self.held = None
+            merged = held.chunk()
             if merged is not None:
                 self.ready.append(merged)
 
     def _window_elapsed(self) -> None:
         self.timer = None
-        self.close_batch()
+        self.close_window()
         self._wake_consumer()
 
     def _cancel_timer(self) -> None:
@@ -147,22 +149,24 @@ class _Coalescer:
         self._cancel_timer()
 
 
-async def coalesce(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+async def coalesce(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncGenerator[Batch, None]:
     window = window_ms(ctx)
     if window <= 0:  # Chain leaves the stage out then; this only serves a direct call
-        async for chunk in chunks:
-            yield chunk
+        async for batch in batches:
+            yield batch
         return
     state = _Coalescer(window / 1000)
-    helper = state.loop.create_task(state.pump(chunks))
+    helper = state.loop.create_task(state.pump(batches))
     ready = state.ready
     try:
         while True:
-            while ready:
-                merged = ready.popleft()
-                if not ready:
-                    state.drained()
-                yield cast(Chunk, merged)
+            if ready:
+                out = cast(Batch, list(ready))
+                ready.clear()
+                state.drained()
+                yield out
+                del out
+                continue  # the helper may have made more while this batch was out
             if state.ended:
                 if state.error is not None:
                     error, state.error = state.error, None

@@ -171,7 +171,7 @@ def _fragment(call: object) -> bool:
     return arguments is None or isinstance(arguments, str)
 
 
-class Batch:
+class Held:
     """The chunks held in the current window, merged per choice."""
 
     __slots__ = ("first", "envelope", "held", "choices")

@@ -24,7 +24,7 @@ from typing import Literal
 
 import aiohttp
 
-from ..chunks import Choice, Chunk, Delta, Envelope
+from ..chunks import Batch, Choice, Chunk, Delta, Envelope
 from ..context import RequestContext
 from ..moderation import Rule, Scanner
 from ..moderation_config import ModerationConfig, ModerationService, parse_moderation
@@ -48,11 +48,11 @@ def _text_fields(settings: ModerationConfig) -> tuple[TextField, ...]:
     return (_REASONING_FIELDS if settings.reasoning else ()) + (_ANSWER_FIELDS if settings.output else ())
 
 
-async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+async def moderate(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncGenerator[Batch, None]:
     settings = ctx.settings.get("moderate")
     if not isinstance(settings, ModerationConfig) or not settings.active:
-        async for chunk in chunks:
-            yield chunk
+        async for batch in batches:
+            yield batch
         return
     if settings.input:
         await check_request(ctx, settings)
@@ -60,49 +60,51 @@ async def moderate(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGe
                                                            or settings.tool_arguments) else None
     service = settings.service if settings.output else None
     if output is None and service is None:
-        async for chunk in chunks:
-            yield chunk
+        async for batch in batches:
+            yield batch
         return
-    window = None
-    if service is not None:
-        assert ctx.session is not None  # routes.py gives every request the app's session
-        window = _Window(ctx, settings, service, ctx.session)
     try:
-        if window is None:  # the rules only (the usual case): the same loop without the service's steps
+        if service is None:  # the rules only (the usual case): a batch in, its moderated chunks out
             assert output is not None
             apply = output.apply
-            async for chunk in chunks:
-                for piece in apply(chunk):
-                    yield piece
-                if output.blocked and output.done:
+            async for batch in batches:
+                moderated: Batch = []
+                for chunk in batch:
+                    moderated += apply(chunk)
+                    if output.done:
+                        break
+                if moderated:
+                    yield moderated
+                if output.done:
                     break
-            for piece in output.end():
-                yield piece
+            moderated = output.end()
+            if moderated:
+                yield moderated
             return
-        async for chunk in chunks:
-            moderated = output.apply(chunk) if output is not None else (chunk,)
-            for piece in moderated:
-                if window is None:
-                    yield piece
-                    continue
-                for released in await window.add(piece):
-                    yield released
-                if window.blocked:
-                    return
-            if output is not None and output.done:
-                break
-        if output is not None:
-            for piece in output.end():
-                if window is None:
-                    yield piece
-                else:
-                    for released in await window.add(piece):
+        assert ctx.session is not None  # routes.py gives every request the app's session
+        window = _Window(ctx, settings, service, ctx.session)
+        # What a window releases goes out before the next check is awaited: never behind a service call.
+        async for batch in batches:
+            for chunk in batch:
+                for piece in output.apply(chunk) if output is not None else (chunk,):
+                    released = await window.add(piece)
+                    if released:
                         yield released
                     if window.blocked:
                         return
-        if window is not None:
-            for released in await window.end():
+                if output is not None and output.done:
+                    break
+            if output is not None and output.done:
+                break
+        for piece in output.end() if output is not None else ():
+            released = await window.add(piece)
+            if released:
                 yield released
+            if window.blocked:
+                return
+        released = await window.end()
+        if released:
+            yield released
     finally:
         if output is not None and output.redactions():
             ctx.moderation_actions.append("output_redact")

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from ..chunks import Chunk, Envelope
+from ..chunks import Batch, Chunk, Envelope
 from ..context import RequestContext
 from .spec import MiddlewareSpec
 
@@ -204,15 +204,15 @@ def _split_content_parts(parts: list[Any]) -> tuple[str, str]:
     return "".join(text), "".join(reasoning)
 
 
-async def normalize(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+async def normalize(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncGenerator[Batch, None]:
     state = _Normalizer(ctx)
     apply = state.apply
-    async for chunk in chunks:
-        out = apply(chunk)
-        if out is not None:
-            yield out
+    async for batch in batches:
+        kept = [chunk for chunk in map(apply, batch) if chunk is not None]
+        if kept:
+            yield kept
     if ctx.include_usage and state.usage is not None:
-        yield state.usage_chunk()
+        yield [state.usage_chunk()]
 
 
 SPEC = MiddlewareSpec("normalize", normalize)

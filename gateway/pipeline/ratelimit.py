@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from ..chunks import Chunk
+from ..chunks import Batch
 from ..context import RequestContext
 from ..limits.base import LimitBackend
 from .spec import MiddlewareSpec
@@ -19,17 +19,17 @@ CHARS_PER_TOKEN = 4
 DEFAULT_COMPLETION_TOKENS = 1024  # the estimate of an answer's length when max_tokens is not given
 
 
-async def ratelimit(ctx: RequestContext, chunks: AsyncIterator[Chunk]) -> AsyncGenerator[Chunk, None]:
+async def ratelimit(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncGenerator[Batch, None]:
     limiter, key = ctx.settings.get("ratelimit"), ctx.client
     if not isinstance(limiter, LimitBackend) or key is None or not key.limits:
-        async for chunk in chunks:
-            yield chunk
+        async for batch in batches:
+            yield batch
         return
     admission = await limiter.admit(key, estimate_tokens(ctx.body, ctx.choices))
     ctx.response_headers.update(admission.headers)
     try:
-        async for chunk in chunks:
-            yield chunk
+        async for batch in batches:
+            yield batch
     finally:
         await limiter.settle(admission, used_tokens(ctx.usage))
 

@@ -12,15 +12,16 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..chunks import Chunk
+from ..chunks import Batch
 
 if TYPE_CHECKING:
     from ..config import Validator
     from ..context import RequestContext
 
-# An async-generator function over OpenAI chat chunks: (ctx, chunks) -> chunks.
-# An async generator, not any iterator: Chain closes every stage with aclose().
-Middleware = Callable[["RequestContext", AsyncIterator[Chunk]], AsyncGenerator[Chunk, None]]
+# An async-generator function over batches of OpenAI chat chunks (gateway/chunks.py's Batch, one per
+# upstream read): (ctx, batches) -> batches. It yields only non-empty batches. An async generator, not
+# any iterator: Chain closes every stage with aclose().
+Middleware = Callable[["RequestContext", AsyncIterator[Batch]], AsyncGenerator[Batch, None]]
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from ..chunks import Chunk
-from ..errors import upstream_malformed
+from ..chunks import Batch
+from ..errors import GatewayError, upstream_malformed
 from ..upstream import upstream_events
 from . import anthropic, demo, gemini, openai
 from .base import HttpAdapter, LocalAdapter
@@ -27,13 +27,14 @@ ADAPTERS: dict[str, HttpAdapter[Any, Any] | LocalAdapter] = {
 }
 
 
-async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> AsyncGenerator[Chunk, None]:
-    """The provider's answer as OpenAI chat chunks, ending in an error when the stream failed or was cut."""
+async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> AsyncGenerator[Batch, None]:
+    """The provider's answer as OpenAI chat chunks, one batch per upstream read, ending in an error when
+    the stream failed or was cut. The chunks a read made before an error are passed on before it."""
     adapter = ADAPTERS[ctx.provider.kind]
     if isinstance(adapter, LocalAdapter):
         async with contextlib.aclosing(adapter.stream(ctx)) as chunks:
             async for chunk in chunks:
-                yield chunk
+                yield [chunk]
         return
     provider = ctx.provider
     state = adapter.new_state(ctx)
@@ -44,16 +45,27 @@ async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> 
         events = upstream_events(session, request, provider, state, adapter.decoder(provider), adapter.content_type,
                                  adapter.http_error, ctx.upstream_first_bytes)
         async with contextlib.aclosing(events):
-            async for event in events:
-                for chunk in parse_event(event, state):
-                    yield chunk
-                del event  # nor its last event while it waits for the next
+            async for read in events:
+                batch: Batch = []
+                try:
+                    for event in read:
+                        batch += parse_event(event, state)
+                        if state.done or (strict and state.malformed):
+                            break  # the provider's end-of-stream event: not waiting for it to close
+                except GatewayError:  # an error the provider sent: what came before it goes first
+                    if batch:
+                        yield batch
+                    raise
+                if batch:
+                    yield batch
+                del read, event, batch  # an idle stream holds neither its last read nor its chunks
                 if strict and state.malformed:
                     raise upstream_malformed(provider.name)
-                if state.done:  # the provider's end-of-stream event: not waiting for it to close
+                if state.done:
                     break
-        for chunk in adapter.finish(state):
-            yield chunk
+        last = adapter.finish(state)
+        if last:
+            yield list(last)
     finally:
         if state.malformed:
             log.warning("provider %s sent %d malformed event(s) in request %s; skipped",

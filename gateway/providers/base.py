@@ -7,10 +7,11 @@ An HTTP adapter (`HttpAdapter`) is driven by `stream_chunks` (providers/__init__
     POST request    -> a non-200 answer: adapter.http_error(...), or else the shared mapping (upstream.py)
                     -> a Content-Type that is not adapter.content_type: a bad-stream error
     decoder = adapter.decoder(provider)             # SSE unless the format frames its events otherwise
-    for each event decoded from the body:
-        yield from adapter.parse_event(event, state)   # pure: one event -> OpenAI chat chunks
+    for each read of the body, for each event the decoder cut from it:
+        adapter.parse_event(event, state)           # pure: one event -> OpenAI chat chunks
         stop once state.done                        # the provider's end-of-stream event
-    yield from adapter.finish(state)                # raises when the stream was cut short
+    (the chunks of one read go to the middlewares as one batch)
+    adapter.finish(state)                           # the last chunks; raises when the stream was cut short
 
 A local adapter (`LocalAdapter`, the demo model) makes the answer itself: `stream(ctx)` yields the same
 chunks, with no request, decoder or state for the host to keep.

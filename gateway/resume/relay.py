@@ -253,6 +253,10 @@ class ResumableEventStream(EventStream):
             except ConnectionResetError:
                 relay.detach()
 
+    async def write_events(self, events: list[bytes]) -> None:
+        for event in events:  # each numbered and kept on its own
+            await self.write_event(event)
+
     async def write_eof(self, data: bytes = b"") -> None:
         if self._relay.attached:
             try:
