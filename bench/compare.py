@@ -10,6 +10,7 @@ generator on CPU 1. Each target is warmed up (its answers checked chunk by chunk
     python bench/compare.py                    # the quick set: openai, paced, anthropic, gemini
     python bench/compare.py --full             # and the idle loads: storm (5,000 streams), idle (10,000)
     python bench/compare.py --loads storm --targets direct,gateway --json
+    python bench/compare.py --targets direct,gateway --base main   # before and after a change, in one run
 
 A peer that is not installed is reported as such and the rest still runs.
 """
@@ -23,6 +24,7 @@ import math
 import os
 import resource
 import shutil
+import subprocess
 import signal
 import sys
 import time
@@ -32,7 +34,7 @@ import aiohttp
 
 from compare_targets import (LOADS, PORTKEY_GEMINI_NOTE, WARM, Load, Peer, gateway_config, litellm_config,
                              litellm_version, portkey_version)
-from harness import BENCH_DIR, CLK_TCK, Child, commit, free_ports, machine_busy_seconds, run_command
+from harness import BENCH_DIR, CLK_TCK, REPO, Child, commit, free_ports, machine_busy_seconds, run_command
 from loadgen import Tally, closed_loop, percentile, ramp
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -132,16 +134,21 @@ async def start_peers(args: argparse.Namespace, workdir: Path, children: dict[st
                       loads: list[Load]) -> list[Peer]:
     peers: list[Peer] = []
     config_loads = [*loads, WARM]
-    ports = iter(free_ports(3))
+    ports = iter(free_ports(4))
     for name in args.targets:
         if name == "direct":
             peers.append(Peer("direct", "direct (floor)", port=mock_port, child=children["mock"]))
             continue
         port = next(ports)
-        if name == "gateway":
-            config = workdir / "gateway.yaml"
+        cwd = REPO
+        if name in ("gateway", "base"):
+            config = workdir / f"{name}.yaml"
             config.write_text(gateway_config(mock_port, port, config_loads))
-            peer = Peer("gateway", "this gateway", commit(), port)
+            if name == "gateway":
+                peer = Peer("gateway", "this gateway", commit(), port)
+            else:  # the same gateway at another commit, from its own checkout
+                cwd = workdir / "base-checkout"
+                peer = Peer("base", "gateway at", commit(cwd), port)
             argv, env, ready = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
                                 str(port)], None, "/healthz"
         elif name == "portkey":
@@ -169,7 +176,7 @@ async def start_peers(args: argparse.Namespace, workdir: Path, children: dict[st
             ready = "/health/liveliness"
         if env:
             os.environ.update(env)  # Child passes this process's environment on
-        child = Service(name, pinned(argv, args.pin), workdir / f"{name}.log")
+        child = Service(name, pinned(argv, args.pin), workdir / f"{name}.log", cwd)
         for key in env or ():
             os.environ.pop(key, None)
         children[name] = peer.child = child
@@ -292,6 +299,8 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
                                                         "--port", str(mock_port), "--backlog", "8192"],
                                       workdir / "mock.log")
     await wait_ready(mock, mock_port, "/healthz", args.start_timeout)
+    if args.base:
+        base_checkout(args.base, workdir / "base-checkout")
     peers = await start_peers(args, workdir, children, mock_port, loads)
     results: dict[str, dict[str, dict]] = {}
     for load in loads:
@@ -319,6 +328,16 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
                     for peer in peers},
         "results": results,
     }
+
+
+def base_checkout(rev: str, path: Path) -> None:
+    """A checkout of `rev` at `path`, for the `base` target: a detached git worktree, pruned once the run's
+    folder is gone (`git worktree prune`, which every run does first)."""
+    subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=False)
+    done = subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(path), rev], cwd=REPO,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"--base {rev}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'git failed'}")
 
 
 def layout(args: argparse.Namespace) -> str:
@@ -427,7 +446,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"{', '.join(n for n, load in LOADS.items() if load.quick)})")
     parser.add_argument("--full", action="store_true", help="every load, the idle ones included")
     parser.add_argument("--targets", default="direct,gateway,portkey,litellm",
-                        help="comma-separated, of: direct, gateway, portkey, litellm (default all)")
+                        help="comma-separated, of: direct, gateway, base (with --base), portkey, litellm (default all)")
+    parser.add_argument("--base", metavar="REV", default=None,
+                        help="also measure the gateway at this commit or branch (a temporary git worktree), "
+                             "right after this checkout's, on every load: before and after figures in one run")
     parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR,
                         help=f"where bench/peers/setup.sh installed the peers (default {DEFAULT_PEERS_DIR})")
     parser.add_argument("--duration", type=float, default=10.0,
@@ -450,8 +472,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if name not in LOADS:
             parser.error(f"unknown load {name!r}: one of {', '.join(LOADS)}")
     for name in args.targets:
-        if name not in ("direct", "gateway", "portkey", "litellm"):
+        if name not in ("direct", "gateway", "base", "portkey", "litellm"):
             parser.error(f"unknown target {name!r}")
+    if args.base and "base" not in args.targets:
+        at = args.targets.index("gateway") + 1 if "gateway" in args.targets else len(args.targets)
+        args.targets.insert(at, "base")
     if "direct" in args.targets:  # the floor first, then the others in the order given
         args.targets = ["direct", *(n for n in args.targets if n != "direct")]
     if args.pin and (os.cpu_count() or 1) < 2:

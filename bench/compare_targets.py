@@ -118,7 +118,7 @@ class Peer:
     def target(self, load: Load, mock_port: int) -> Target:
         if self.name == "direct":
             return direct_target(load, mock_port)
-        if self.name == "gateway":
+        if self.name in ("gateway", "base"):  # base: this gateway at another commit
             return Target(self.port, "/v1/chat/completions", openai_body(f"{load.name}/{load.model}"))
         if self.name == "litellm":
             return Target(self.port, "/v1/chat/completions", openai_body(load.name),

@@ -42,11 +42,11 @@ def _die_with_parent() -> None:
 class Child:
     """A child process with its output in a log file; its own session, so Ctrl-C reaches only us."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, cwd: Path = REPO) -> None:
         self.name = name
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          start_new_session=True, preexec_fn=_die_with_parent)
 
     @property
@@ -114,10 +114,10 @@ async def wait_healthy(session: aiohttp.ClientSession, child: Child, port: int, 
     raise SystemExit(f"{child.name} did not answer /healthz within {timeout:.0f}s:\n{child.log_tail()}")
 
 
-def commit() -> str:
+def commit(checkout: Path = REPO) -> str:
     """The checkout measured, so that runs can be compared over time."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True,
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=checkout, capture_output=True, text=True,
                              timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
