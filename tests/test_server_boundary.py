@@ -449,3 +449,20 @@ def test_request_timeout_has_a_default_and_is_validated():
         with pytest.raises(ConfigError) as problems:
             parse_config(f"server: {{request_timeout: {bad}}}\n" + base)
         assert any("server.request_timeout" in str(p) for p in problems.value.problems)
+
+
+def test_serving_moves_start_up_objects_out_of_the_collectors_sight():
+    """`gateway serve` calls settle_heap once listening: the collector no longer walks start-up's objects
+    on every full collection, and runs every GC_THRESHOLDS[0] allocations instead of 700."""
+    import gc
+
+    from gateway.server import GC_THRESHOLDS, settle_heap
+
+    before = gc.get_threshold()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 10_000  # the modules, the config, the app...
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
