@@ -17,6 +17,7 @@ from .access_log import CLIENT_DISCONNECTED, AccessRecord, begin, finish
 from .auth import allowed_models, authenticate, authorize
 from .body import read_body
 from .config import Config
+from .chunks import Batch
 from .context import RequestContext
 from . import failover
 from .errors import GatewayError, invalid_param
@@ -146,6 +147,15 @@ async def _complete(request: web.Request, endpoint: str,
         _settle_record(record, ctx, config, outcome, first_target)
 
 
+def _count_sent(record: AccessRecord, batch: Batch) -> None:
+    """Counted on the record, cheaply: the metrics get the totals at the end."""
+    record.chunks_out += len(batch)
+    for chunk in batch:
+        choices = chunk.get("choices")
+        if choices and choices[0].get("finish_reason"):
+            _note_finish(record, choices[0]["finish_reason"])
+
+
 def _note_finish(record: AccessRecord, reason: str | None) -> None:
     if reason and record.finish_reason != CONTENT_FILTER:  # with n > 1, a choice filtered marks the request
         record.finish_reason = reason
@@ -203,16 +213,11 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         try:
             if batch is not None:
                 record.first_chunk = time.monotonic() - record.started
-                while True:  # counted on the record, cheaply: the metrics get the totals at the end
+                await response.write_events([encode(chunk) for chunk in batch])
+                _count_sent(record, batch)
+                async for batch in batches:
                     await response.write_events([encode(chunk) for chunk in batch])
-                    record.chunks_out += len(batch)
-                    for chunk in batch:
-                        choices = chunk.get("choices")
-                        if choices and choices[0].get("finish_reason"):
-                            _note_finish(record, choices[0]["finish_reason"])
-                    batch = await anext(batches, None)
-                    if batch is None:
-                        break
+                    _count_sent(record, batch)
         except ConnectionResetError:
             raise
         except Exception as exc:
