@@ -157,6 +157,7 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                     async for batch in chunks:
                         ctx.chunks_in += len(batch)  # counted here, where every chunk passes anyway: no layer of its own
                         yield batch
+                        del batch  # not held while the stream waits for the next
                 except GatewayError as error:
                     if error.counts_against_health:
                         health.failed(provider, error.code or str(error.status))

@@ -215,9 +215,11 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
                 record.first_chunk = time.monotonic() - record.started
                 await response.write_events([encode(chunk) for chunk in batch])
                 _count_sent(record, batch)
+                del batch  # an idle stream holds no chunk while it waits for the next
                 async for batch in batches:
                     await response.write_events([encode(chunk) for chunk in batch])
                     _count_sent(record, batch)
+                    del batch
         except ConnectionResetError:
             raise
         except Exception as exc:

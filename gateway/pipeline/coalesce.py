@@ -75,6 +75,7 @@ class _Coalescer:
             async for batch in batches:
                 for chunk in batch:
                     add(chunk)
+                del batch, chunk  # what the window keeps, it holds itself
                 if ready:
                     self._wake_consumer()
                     while ready:
@@ -154,6 +155,7 @@ async def coalesce(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncG
     if window <= 0:  # Chain leaves the stage out then; this only serves a direct call
         async for batch in batches:
             yield batch
+            del batch  # not held while the stream waits for the next
         return
     state = _Coalescer(window / 1000)
     helper = state.loop.create_task(state.pump(batches))

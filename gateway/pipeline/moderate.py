@@ -53,6 +53,7 @@ async def moderate(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncG
     if not isinstance(settings, ModerationConfig) or not settings.active:
         async for batch in batches:
             yield batch
+            del batch  # not held while the stream waits for the next
         return
     if settings.input:
         await check_request(ctx, settings)
@@ -62,6 +63,7 @@ async def moderate(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncG
     if output is None and service is None:
         async for batch in batches:
             yield batch
+            del batch  # not held while the stream waits for the next
         return
     try:
         if service is None:  # the rules only (the usual case): a batch in, its moderated chunks out
@@ -77,6 +79,7 @@ async def moderate(ctx: RequestContext, batches: AsyncIterator[Batch]) -> AsyncG
                     yield moderated
                 if output.done:
                     break
+                del batch, chunk, moderated  # not held while the stream waits for the next
             moderated = output.end()
             if moderated:
                 yield moderated

@@ -211,6 +211,7 @@ async def normalize(ctx: RequestContext, batches: AsyncIterator[Batch]) -> Async
         kept = [chunk for chunk in map(apply, batch) if chunk is not None]
         if kept:
             yield kept
+        del batch, kept  # not held while the stream waits for the next read
     if ctx.include_usage and state.usage is not None:
         yield [state.usage_chunk()]
 

@@ -24,12 +24,14 @@ async def ratelimit(ctx: RequestContext, batches: AsyncIterator[Batch]) -> Async
     if not isinstance(limiter, LimitBackend) or key is None or not key.limits:
         async for batch in batches:
             yield batch
+            del batch  # not held while the stream waits for the next
         return
     admission = await limiter.admit(key, estimate_tokens(ctx.body, ctx.choices))
     ctx.response_headers.update(admission.headers)
     try:
         async for batch in batches:
             yield batch
+            del batch  # not held while the stream waits for the next
     finally:
         await limiter.settle(admission, used_tokens(ctx.usage))
 
