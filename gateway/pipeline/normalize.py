@@ -63,10 +63,11 @@ class _Normalizer:
         chunk: dict[str, Any] = provider_chunk  # type: ignore[assignment]
         envelope = self.envelope
         choices = chunk.get("choices")
-        if (envelope is not None and choices.__class__ is list and len(choices) == 1 and "usage" not in chunk
+        if (envelope is not None and choices.__class__ is list and len(choices) == 1 and chunk.get("usage") is None
                 and "x_groq" not in chunk):
-            # Most chunks: more text of a choice already begun, nothing else. What the general path below
-            # does with one: its delta kept as it is, no finish reason, logprobs null when absent, stamped.
+            # Most chunks: more text of a choice already begun, nothing else (OpenAI adds `"usage": null` to
+            # every chunk once usage is asked for). What the general path below does with one: its delta kept
+            # as it is, no finish reason, logprobs null when absent, no usage field, stamped.
             choice = choices[0]
             if choice.__class__ is dict:
                 delta = choice.get("delta")
@@ -78,6 +79,7 @@ class _Normalizer:
                     choice["finish_reason"] = None
                     if "logprobs" not in choice:
                         choice["logprobs"] = None
+                    chunk.pop("usage", None)
                     envelope.stamp(chunk)
                     return provider_chunk
         usage = chunk.pop("usage", None)
