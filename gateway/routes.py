@@ -109,8 +109,8 @@ async def _complete(request: web.Request, endpoint: str,
     outcome = CLIENT_DISCONNECTED  # unless an ending below says otherwise: the handler was cancelled
     try:
         if ctx.stream:
-            streams = request.app[METRICS].streams_in_flight
-            streams.inc()
+            count_stream = request.app[METRICS].stream_count  # gateway_streams_in_flight
+            count_stream(1)
             try:
                 keepalive = config.server.sse_keepalive
                 if relay is None:
@@ -119,7 +119,7 @@ async def _complete(request: web.Request, endpoint: str,
                     response, outcome = await relay.run(
                         _stream(request, ctx, chain, keepalive, record, relay.event_stream), record)
             finally:
-                streams.dec()
+                count_stream(-1)
             return response
         try:
             answer = await combine(ctx, chain.output)
