@@ -114,15 +114,38 @@ def client_address(request: web.BaseRequest, trusted: tuple[IPNetwork, ...]) -> 
     peer = request.remote or "-"
     if not _trusted(peer, trusted):
         return peer
-    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    header = request.headers.get("X-Forwarded-For")
+    if not header:  # a proxy on this host, or one that names the client in X-Real-IP only
+        return request.headers.get("X-Real-IP", "").strip() or peer
+    forwarded = [part.strip() for part in header.split(",") if part.strip()]
     for address in reversed(forwarded):
         if not _trusted(address, trusted):
             return address
     return request.headers.get("X-Real-IP", "").strip() or (forwarded[0] if forwarded else peer)
 
 
-@functools.lru_cache(maxsize=1024)  # the same few peers (nginx, loopback) ask it on every request
+# address -> trusted, per trusted_proxies tuple (held, so that its id is not reused): the same few peers
+# (nginx, loopback) ask on every request, and an lru_cache keyed by the tuple would hash every network in it
+_TRUST_CACHES: dict[int, tuple[tuple[IPNetwork, ...], dict[str, bool]]] = {}
+_TRUST_CACHE_SIZE = 1024
+
+
 def _trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    cache = _TRUST_CACHES.get(id(trusted))
+    if cache is None or cache[0] is not trusted:
+        if len(_TRUST_CACHES) >= 8:  # one per configuration loaded: reloads made the others
+            _TRUST_CACHES.clear()
+        cache = _TRUST_CACHES[id(trusted)] = (trusted, {})
+    known = cache[1]
+    found = known.get(address)
+    if found is None:
+        found = _in_networks(address, trusted)
+        if len(known) < _TRUST_CACHE_SIZE:
+            known[address] = found
+    return found
+
+
+def _in_networks(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -134,12 +157,18 @@ def begin(request: web.Request) -> AccessRecord:
     """The request's record, started on first use."""
     record = request.get(ACCESS)
     if record is None:
-        own_id = random_id()  # unique per request, whatever id the client sent
-        given = request.headers.get("X-Request-Id", "")
-        record = request[ACCESS] = AccessRecord(
-            own_id=own_id, request_id=given if _REQUEST_ID.match(given) else own_id,
-            client=client_address(request, generation(request).config.server.trusted_proxies)[:FIELD_CAP],
-            method=request.method[:20], path=request.path[:FIELD_CAP], started=time.monotonic())
+        record = start(request)
+    return record
+
+
+def start(request: web.Request) -> AccessRecord:
+    """A new record for the request (the access_log middleware's: no record exists before it runs)."""
+    own_id = random_id()  # unique per request, whatever id the client sent
+    given = request.headers.get("X-Request-Id")
+    record = request[ACCESS] = AccessRecord(
+        own_id=own_id, request_id=given if given and _REQUEST_ID.match(given) else own_id,
+        client=client_address(request, generation(request).config.server.trusted_proxies)[:FIELD_CAP],
+        method=request.method[:20], path=request.path[:FIELD_CAP], started=time.monotonic())
     return record
 
 
@@ -164,13 +193,15 @@ def finish(app: web.Application, record: AccessRecord, quiet: bool = False) -> N
         # The JSON form is made only by the JSON formatter, when there is one: most lines are text. The
         # record is made here rather than by log.log, whose search of the stack for the caller's file and
         # line no formatter of the gateway's prints.
-        line = log.makeRecord(log.name, level, __file__, 0, "%s", (record_line(record),), None, "finish",
+        # The line is the message itself, without arguments: nothing to %-format, nor to check for a mapping.
+        line = log.makeRecord(log.name, level, __file__, 0, record_line(record), (), None, "finish",
                               {ACCESS_ATTRIBUTE: functools.partial(_record_json, record)})
         log.handle(line)
 
 
 def record_line(r: AccessRecord) -> str:
-    """text_line(r.fields()), written out field by field (a request's line is on its path)."""
+    """text_line(r.fields()), written out field by field (a request's line is on its path): the numbers and
+    flags, and the ids the gateway made or checked, are written as they are; the rest through _text."""
     t = _text
     usage = r.usage
     if usage:
@@ -179,13 +210,15 @@ def record_line(r: AccessRecord) -> str:
     else:
         prompt = completion = reasoning = "-"
     first = "-" if r.first_chunk is None else str(round(r.first_chunk, 3))
+    stream = "-" if r.stream is None else str(r.stream)
     return (f"request id={r.own_id} request_id={r.request_id} {r.endpoint} key={t(r.key)} provider={t(r.provider)} "
-            f"model={t(r.model)} stream={t(r.stream)} tries={t(r.tries)} outcome={t(r.outcome)} status={t(r.status)} "
+            f"model={t(r.model)} stream={stream} tries={r.tries!s} outcome={t(r.outcome)} status={r.status!s} "
             f"requested_model={t(r.requested_model)} client={t(r.client)} method={t(r.method)} path={t(r.path)} "
             f"finish_reason={t(r.finish_reason)} first_chunk_seconds={first} seconds={round(r.seconds, 3)!s} "
             f"prompt_tokens={prompt} completion_tokens={completion} reasoning_tokens={reasoning} "
-            f"fallback={t(r.fallback)} moderation={t(r.moderation)} stream_id={t(r.stream_id)} "
-            f"resume={t(r.resume)}")
+            f"fallback={r.fallback!s} moderation={t(r.moderation) if r.moderation else '-'} "
+            f"stream_id={'-' if r.stream_id is None else t(r.stream_id)} "
+            f"resume={'-' if r.resume is None else t(r.resume)}")
 
 
 def text_line(fields: dict[str, object]) -> str:
@@ -222,7 +255,7 @@ def _json_safe(value: str) -> str:
 @web.middleware
 async def access_log(request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    record = begin(request)
+    record = start(request)  # an Expect refused before the middlewares made its own, and answered
     try:
         response = await handler(request)
     except asyncio.CancelledError:  # the client went away and aiohttp cancelled the handler

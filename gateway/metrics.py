@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -33,23 +34,50 @@ _TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
 
 
 MetricT = TypeVar("MetricT", Counter, Histogram)
+FastT = TypeVar("FastT")
+Increment = Callable[[float], None]
 
 
-class Children(Generic[MetricT]):
-    """A labelled metric's children by their label values, looked up once each: prometheus_client's
-    `labels()` checks and locks on every call, and a request ends with a dozen of them. Bounded as
-    the labels are (see above)."""
+def increment(metric: Counter | Gauge) -> Increment:
+    """What `metric.inc(amount)` ends in: its value's own inc (a mutex-held float, or under `--workers` a
+    shared file's). Counter.inc's and Gauge.inc's checks first (the metric has no labels left to set, an
+    amount is not negative, a gauge is not mostrecent) hold for every metric the gateway counts with this."""
+    inc: Increment = metric._value.inc  # prometheus_client's own value object
+    return inc
 
-    __slots__ = ("_metric", "_children")
 
-    def __init__(self, metric: MetricT) -> None:
+class Observe:
+    """Histogram.observe of one child, its bucket found by bisection instead of a walk of every bound."""
+
+    __slots__ = ("_sum", "_buckets", "_bounds")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum: Increment = child._sum.inc
+        self._buckets: list[Increment] = [bucket.inc for bucket in child._buckets]
+        self._bounds: list[float] = list(child._upper_bounds)  # ends with +Inf
+
+    def __call__(self, amount: float) -> None:
+        self._sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)  # the first bound with amount <= bound
+
+
+class Children(Generic[MetricT, FastT]):
+    """A labelled metric's children by their label values, each looked up once and kept as `fast(child)`
+    (how it is incremented or observed): prometheus_client's `labels()` checks and locks on every call,
+    `inc()` and `observe()` check again before the value's own lock, and a request ends with a dozen of
+    them. Bounded as the labels are (see above)."""
+
+    __slots__ = ("_metric", "_fast", "_children")
+
+    def __init__(self, metric: MetricT, fast: Callable[[MetricT], FastT]) -> None:
         self._metric: MetricT = metric
-        self._children: dict[tuple[str, ...], MetricT] = {}
+        self._fast: Callable[[MetricT], FastT] = fast
+        self._children: dict[tuple[str, ...], FastT] = {}
 
-    def __call__(self, *labels: str) -> MetricT:
+    def __call__(self, *labels: str) -> FastT:
         child = self._children.get(labels)
         if child is None:
-            child = self._children[labels] = self._metric.labels(*labels)
+            child = self._children[labels] = self._fast(self._metric.labels(*labels))
         return child
 
 
@@ -117,15 +145,19 @@ class Metrics:
                                           "of their answer, by endpoint", ("endpoint",), registry=r)
         self.keepalives = Counter("gateway_keepalives", "SSE keep-alive comments sent", registry=r)
         self.known_models: frozenset[tuple[str, str]] = frozenset()
-        # the children every request's samples go to, cached (observe)
-        self._requests = Children(self.requests)
-        self._key_requests = Children(self.key_requests)
-        self._first_chunk = Children(self.first_chunk)
-        self._stream_duration = Children(self.stream_duration)
-        self._upstream_first_byte = Children(self.upstream_first_byte)
-        self._chunks = Children(self.chunks)
-        self._tokens = Children(self.tokens)
-        self._fallbacks = Children(self.fallbacks)
+        # the children every request's samples go to, cached with how each is counted (observe)
+        self._requests = Children(self.requests, increment)
+        self._key_requests = Children(self.key_requests, increment)
+        self._first_chunk = Children(self.first_chunk, Observe)
+        self._stream_duration = Children(self.stream_duration, Observe)
+        self._upstream_first_byte = Children(self.upstream_first_byte, Observe)
+        self._chunks = Children(self.chunks, increment)
+        self._tokens = Children(self.tokens, increment)
+        self._fallbacks = Children(self.fallbacks, increment)
+        self._tries = Observe(self.tries)
+        self._retries = increment(self.retries)
+        self._keepalives = increment(self.keepalives)
+        self.stream_count = increment(self.streams_in_flight)  # +1 when a stream opens, -1 when it ends
         self._outcomes: dict[str, str] = {}  # outcome -> its label
         if config is not None:
             self.configure(config)
@@ -148,36 +180,36 @@ class Metrics:
         provider = record.provider or "-"
         model = self.model_label(record.provider, record.model)
         outcome = self._outcome_label(record.outcome)
-        self._requests(record.endpoint, provider, model, str(record.status), outcome).inc()
+        self._requests(record.endpoint, provider, model, str(record.status), outcome)(1)
         if record.endpoint in ("chat", "completions"):
-            self._key_requests(record.key or UNAUTHENTICATED, outcome).inc()
+            self._key_requests(record.key or UNAUTHENTICATED, outcome)(1)
         if record.tries:
-            self.tries.observe(record.tries)
+            self._tries(record.tries)
         if record.retries:
-            self.retries.inc(record.retries)
+            self._retries(record.retries)
         if record.fallback:
-            self._fallbacks(provider).inc()
+            self._fallbacks(provider)(1)
         if record.stream and record.status == 200:
-            self._stream_duration(provider).observe(record.seconds)
+            self._stream_duration(provider)(record.seconds)
             if record.first_chunk is not None:
-                self._first_chunk(provider).observe(record.first_chunk)
+                self._first_chunk(provider)(record.first_chunk)
         for tried, seconds in record.upstream_first_bytes:
-            self._upstream_first_byte(tried).observe(seconds)
+            self._upstream_first_byte(tried)(seconds)
         if record.chunks_in:
-            self._chunks(provider, "in").inc(record.chunks_in)
+            self._chunks(provider, "in")(record.chunks_in)
         if record.chunks_out:
-            self._chunks(provider, "out").inc(record.chunks_out)
+            self._chunks(provider, "out")(record.chunks_out)
         if record.usage:
             for kind in ("prompt", "completion", "reasoning"):
                 count = record.tokens(f"{kind}_tokens")
                 if count:
-                    self._tokens(provider, model, kind).inc(count)
+                    self._tokens(provider, model, kind)(count)
         for action in record.moderation:
             self.moderation_actions.labels(action).inc()
         if outcome in ("client_disconnected", "client_too_slow"):
             self.client_disconnects.labels(record.endpoint).inc()
         if record.keepalives:
-            self.keepalives.inc(record.keepalives)
+            self._keepalives(record.keepalives)
 
     def _outcome_label(self, outcome: str | None) -> str:
         if not outcome:

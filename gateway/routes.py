@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -110,8 +111,8 @@ async def _complete(request: web.Request, endpoint: str,
     outcome = CLIENT_DISCONNECTED  # unless an ending below says otherwise: the handler was cancelled
     try:
         if ctx.stream:
-            streams = request.app[METRICS].streams_in_flight
-            streams.inc()
+            count_stream = request.app[METRICS].stream_count  # gateway_streams_in_flight
+            count_stream(1)
             try:
                 keepalive = config.server.sse_keepalive
                 if relay is None:
@@ -120,7 +121,7 @@ async def _complete(request: web.Request, endpoint: str,
                     response, outcome = await relay.run(
                         _stream(request, ctx, chain, keepalive, record, relay.event_stream), record)
             finally:
-                streams.dec()
+                count_stream(-1)
             return response
         try:
             answer = await combine(ctx, chain.output)
@@ -286,9 +287,12 @@ async def _open(request: web.Request, ctx: RequestContext, keepalive: float, rec
                 make_response: Callable[[float, float], EventStream]) -> EventStream:
     response = make_response(keepalive, generation(request).config.server.send_timeout)
     record.status = 200  # what the client got, whatever happens to the stream after
-    response.headers["x-request-id"] = ctx.request_id
-    response.headers.update(ctx.response_headers)
-    response.headers.update(_served_by(ctx))
+    headers = response.headers
+    headers["x-request-id"] = ctx.request_id
+    if ctx.response_headers:
+        headers.update(ctx.response_headers)
+    headers["x-gateway-provider"] = ctx.provider.name  # _served_by's, without its dict
+    headers["x-gateway-model"] = _header_model(ctx.model)
     await response.prepare(request)
     return response
 
@@ -296,7 +300,16 @@ async def _open(request: web.Request, ctx: RequestContext, keepalive: float, rec
 def _served_by(ctx: RequestContext) -> dict[str, str]:
     """Who answered: for a route, the target that did (a stream committed before its first chunk names
     the target being tried then)."""
-    return {"x-gateway-provider": ctx.provider.name, "x-gateway-model": quote(ctx.model[:FIELD_CAP], safe=_MODEL_SAFE)}
+    return {"x-gateway-provider": ctx.provider.name, "x-gateway-model": _header_model(ctx.model)}
+
+
+def _header_model(model: str) -> str:
+    return _quoted_model(model[:FIELD_CAP])
+
+
+@functools.lru_cache(maxsize=256)  # the few models served, quoted once each
+def _quoted_model(model: str) -> str:
+    return quote(model, safe=_MODEL_SAFE)
 
 
 def _tried(response: web.Response, ctx: RequestContext) -> web.Response:
