@@ -235,24 +235,11 @@ def _listen(host: str, port: int, reuse_port: bool = False) -> list[socket.socke
     return sockets
 
 
-# A request makes thousands of container objects that die by their reference count, almost never in a
-# cycle: at CPython's default threshold of 700 the cyclic collector ran every other request, walking
-# every object the streams in flight hold each time (13% of the gateway's CPU at 128 streams). It still
-# runs, ten times less often; what the app built at startup is frozen out of its walks.
-GC_THRESHOLDS = (10_000, 20, 100)
-
-
-def tune_gc() -> None:
-    gc.freeze()  # the modules, the config and the app live as long as the process: never garbage
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 async def _serve(app: web.Application, host: str, port: int, reuse_port: bool = False) -> None:
     sockets = _listen(host, port, reuse_port)
     try:
         runner = GatewayRunner(app)
         await runner.setup()
-        tune_gc()
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
