@@ -24,6 +24,7 @@ import math
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import signal
 import sys
@@ -304,30 +305,50 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
     peers = await start_peers(args, workdir, children, mock_port, loads)
     results: dict[str, dict[str, dict]] = {}
     for load in loads:
-        results[load.name] = {}
-        for peer in peers:
-            if peer.missing:
-                results[load.name][peer.name] = {"missing": peer.missing}
-                continue
-            if not args.json:
-                print(f"  {load.name}: {peer.name} ...", file=sys.stderr, flush=True)
-            try:
-                results[load.name][peer.name] = await measure(load, peer, mock, mock_port, args)
-            except TimeoutError:
-                results[load.name][peer.name] = {"timeout": f"longer than --load-timeout {args.load_timeout:g} s"}
-            await asyncio.sleep(args.settle)  # lets the closed connections' CPU settle before the next target
+        runs: dict[str, list[dict]] = {peer.name: [] for peer in peers}
+        for round_ in range(args.rounds):  # the targets take turns, so that drift hits them alike
+            for peer in peers:
+                if peer.missing:
+                    runs[peer.name] = [{"missing": peer.missing}]
+                    continue
+                if not args.json:
+                    print(f"  {load.name}: {peer.name}" + (f" (round {round_ + 1})" if args.rounds > 1 else "")
+                          + " ...", file=sys.stderr, flush=True)
+                try:
+                    runs[peer.name].append(await measure(load, peer, mock, mock_port, args))
+                except TimeoutError:
+                    runs[peer.name].append({"timeout": f"longer than --load-timeout {args.load_timeout:g} s"})
+                await asyncio.sleep(args.settle)  # lets the closed connections' CPU settle before the next target
+        results[load.name] = {name: combined(target_runs) for name, target_runs in runs.items()}
     if args.keep_logs:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
         for child in children.values():
             shutil.copy(child.log_path, args.keep_logs / child.log_path.name)
     return {
         "settings": {"loads": {load.name: load.__dict__ | {"segment": load.segment} for load in loads},
-                     "duration_s": args.duration, "pinned": args.pin, "layout": layout(args),
+                     "duration_s": args.duration, "rounds": args.rounds, "pinned": args.pin, "layout": layout(args),
                      "machine": machine(), "open_files_limit": open_files[0], "commit": commit()},
         "targets": {peer.name: {"label": peer.label, "version": peer.version, "missing": peer.missing}
                     for peer in peers},
         "results": results,
     }
+
+
+def combined(runs: list[dict]) -> dict:
+    """One target's rounds of one load: each figure's median, the streams counted over every round; a
+    round that did not complete stands for them all."""
+    failed = [run for run in runs if "completed" not in run]
+    if failed or len(runs) == 1:
+        return (failed or runs)[0]
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(run[key] for run in runs)
+    for key in ("completed", "failures", "chunks", "cpu_ticks"):
+        out[key] = sum(run[key] for run in runs)
+    out["first_failure"] = next((run["first_failure"] for run in runs if run["first_failure"]), "")
+    out["rounds"] = len(runs)
+    return out
 
 
 def base_checkout(rev: str, path: Path) -> None:
@@ -409,7 +430,8 @@ def print_table(result: dict) -> None:
         t = targets[name]
         return t["label"] + (f" {t['version']}" if t["version"] and name != "gateway" else "")
 
-    print(f"# {s['machine']}; {s['layout']}; gateway at {s['commit']}")
+    rounds = f"; medians of {s['rounds']} rounds" if s.get("rounds", 1) > 1 else ""
+    print(f"# {s['machine']}; {s['layout']}; gateway at {s['commit']}{rounds}")
     print()
     print("| load | figure | " + " | ".join(header(n) for n in names) + " |")
     print("|---|---|" + "---|" * len(names))
@@ -452,6 +474,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "right after this checkout's, on every load: before and after figures in one run")
     parser.add_argument("--peers-dir", type=Path, default=DEFAULT_PEERS_DIR,
                         help=f"where bench/peers/setup.sh installed the peers (default {DEFAULT_PEERS_DIR})")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each load this many times, the targets taking turns, and show each figure's "
+                             "median (default 1): on a machine whose speed drifts, 3 makes the ratios steadier")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="seconds each closed-loop load starts new streams for, per target (default 10)")
     parser.add_argument("--max-requests", type=int, default=100_000, help="streams per closed-loop load at most")
@@ -483,8 +508,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.pin = False
     if args.pin and shutil.which("taskset") is None:
         parser.error("taskset (util-linux) is needed to pin the targets; or run with --no-pin")
-    if min(args.duration, args.request_timeout, args.idle_timeout, args.load_timeout) <= 0 or args.max_requests < 1:
-        parser.error("durations and timeouts must be positive, --max-requests at least 1")
+    if (min(args.duration, args.request_timeout, args.idle_timeout, args.load_timeout) <= 0 or args.max_requests < 1
+            or args.rounds < 1):
+        parser.error("durations and timeouts must be positive, --max-requests and --rounds at least 1")
     return args
 
 
