@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
@@ -140,8 +140,9 @@ async def _complete(request: web.Request, endpoint: str,
         for choice in answer["choices"]:
             _note_finish(record, choice.get("finish_reason"))
         record.chunks_out = 1
-        return web.Response(body=orjson.dumps(answer), content_type="application/json",
-                            headers={"x-request-id": ctx.request_id, **ctx.response_headers, **_served_by(ctx)})
+        headers = {"x-request-id": ctx.request_id, **ctx.response_headers}
+        _name_server(headers, ctx)
+        return web.Response(body=orjson.dumps(answer), content_type="application/json", headers=headers)
     finally:
         in_flight.tasks.discard(task)
         await chain.aclose()
@@ -291,20 +292,16 @@ async def _open(request: web.Request, ctx: RequestContext, keepalive: float, rec
     headers["x-request-id"] = ctx.request_id
     if ctx.response_headers:
         headers.update(ctx.response_headers)
-    headers["x-gateway-provider"] = ctx.provider.name  # _served_by's, without its dict
-    headers["x-gateway-model"] = _header_model(ctx.model)
+    _name_server(headers, ctx)
     await response.prepare(request)
     return response
 
 
-def _served_by(ctx: RequestContext) -> dict[str, str]:
-    """Who answered: for a route, the target that did (a stream committed before its first chunk names
-    the target being tried then)."""
-    return {"x-gateway-provider": ctx.provider.name, "x-gateway-model": _header_model(ctx.model)}
-
-
-def _header_model(model: str) -> str:
-    return _quoted_model(model[:FIELD_CAP])
+def _name_server(headers: MutableMapping[str, str], ctx: RequestContext) -> None:
+    """Who answered, in the response's headers: for a route, the target that did (a stream committed before
+    its first chunk names the target being tried then)."""
+    headers["x-gateway-provider"] = ctx.provider.name
+    headers["x-gateway-model"] = _quoted_model(ctx.model[:FIELD_CAP])  # capped first: the cache holds no long names
 
 
 @functools.lru_cache(maxsize=256)  # the few models served, quoted once each
@@ -315,7 +312,7 @@ def _quoted_model(model: str) -> str:
 def _tried(response: web.Response, ctx: RequestContext) -> web.Response:
     """A provider's failure names the provider that failed last, as an answer names the one that served it."""
     if ctx.attempts:
-        response.headers.update(_served_by(ctx))
+        _name_server(response.headers, ctx)
     return response
 
 
