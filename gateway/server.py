@@ -214,7 +214,8 @@ def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEven
 
 # Connections the kernel queues before the loop accepts them (capped by net.core.somaxconn). aiohttp's
 # 128 overflows in a connection storm while the loop is busy: the dropped SYNs are retried by clients
-# after 1, 3, 7, 15, 31 s, which is where the storm's seconds-long first tokens came from.
+# after 1, 3, 7, 15, 31 s, which is where the storm's seconds-long first tokens came from. SockSite is
+# given it too: its own listen() call would set the queue back to 128.
 LISTEN_BACKLOG = 4096
 
 
@@ -242,7 +243,7 @@ async def _serve(app: web.Application, host: str, port: int, reuse_port: bool = 
         await runner.setup()
         try:
             for sock in sockets:
-                await web.SockSite(runner, sock).start()
+                await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
             settle_heap()
             log.info("listening on %s", listen_url(host, sockets[0].getsockname()[1]))
             await _until_signalled(app)

@@ -466,3 +466,50 @@ def test_serving_moves_start_up_objects_out_of_the_collectors_sight():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# ------------------------------------------------------------------------------------ connection storms
+
+def _all_connect(port: int, count: int, bound: float) -> int:
+    """Opens `count` connections to `port` at once; how many the kernel completed within `bound` seconds.
+    A connection beyond a full accept queue has its SYN dropped and waits for the retry (1, 3, 7 s)."""
+    import select
+    import socket
+    import time
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        poller = select.poll()
+        for sock in sockets:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            poller.register(sock, select.POLLOUT)
+        waiting = {sock.fileno() for sock in sockets}
+        end = time.monotonic() + bound
+        while waiting and time.monotonic() < end:
+            for fd, _ in poller.poll(100):
+                waiting.discard(fd)
+                poller.unregister(fd)
+        return count - len(waiting)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def test_a_connection_storm_waits_in_the_accept_queue_instead_of_being_dropped(tmp_path):
+    """With its loop busy (here: stopped), `gateway serve` lets the kernel queue far more than aiohttp's
+    default 128 connections: a storm's clients are accepted late, not retried seconds later."""
+    import signal
+
+    port = free_port()
+    config = f"server: {{host: 127.0.0.1, port: {port}}}\nproviders:\n  - {{name: demo, kind: demo, models: [echo]}}\n"
+    with open("/proc/sys/net/core/somaxconn") as f:
+        count = min(600, int(f.read()) - 8)  # the kernel caps any backlog at somaxconn
+    async with served(config, port, tmp_path) as (gateway, _):
+        gateway.send_signal(signal.SIGSTOP)
+        try:
+            connected = await asyncio.to_thread(_all_connect, port, count, BOUND / 2)
+        finally:
+            gateway.send_signal(signal.SIGCONT)
+        assert connected == count
+        assert (await exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 200
