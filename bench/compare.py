@@ -334,9 +334,14 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
     }
 
 
+MEMORY_FIGURES = ("rss_before_kib", "rss_baseline_kib", "rss_peak_kib", "rss_at_most_streaming_kib", "most_streaming",
+                  "kib_per_stream")
+
+
 def combined(runs: list[dict]) -> dict:
     """One target's rounds of one load: each figure's median, the streams counted over every round; a
-    round that did not complete stands for them all."""
+    round that did not complete stands for them all. Memory is the first round's: a process keeps what an
+    earlier round made it allocate, so a later round's growth over the first baseline is not its own."""
     failed = [run for run in runs if "completed" not in run]
     if failed or len(runs) == 1:
         return (failed or runs)[0]
@@ -344,8 +349,12 @@ def combined(runs: list[dict]) -> dict:
     for key, value in runs[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = statistics.median(run[key] for run in runs)
-    for key in ("completed", "failures", "chunks", "cpu_ticks"):
-        out[key] = sum(run[key] for run in runs)
+    for key in ("completed", "failures", "chunks", "cpu_ticks", "streams"):
+        if key in runs[0]:
+            out[key] = sum(run[key] for run in runs)
+    for key in MEMORY_FIGURES:
+        if key in runs[0]:
+            out[key] = runs[0][key]
     out["first_failure"] = next((run["first_failure"] for run in runs if run["first_failure"]), "")
     out["rounds"] = len(runs)
     return out

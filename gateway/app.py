@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .config import Config
 from .access_log import ACCESS, access_log
+from .connector import UpstreamConnector
 from .cors import setup_cors
 from .errors import GatewayError
 from .appkeys import CONFIG, HEALTH, IN_FLIGHT, SESSION, InFlight
@@ -61,7 +62,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     # One pool for all providers. No connection cap: every live stream holds its own connection. No
     # cookie jar: a cookie a provider set on one client's answer must not go out with the next client's
     # request (the session is shared by every client).
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+    connector = UpstreamConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
     session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
                                     cookie_jar=aiohttp.DummyCookieJar())
     app[SESSION] = session
