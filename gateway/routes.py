@@ -149,18 +149,13 @@ async def _complete(request: web.Request, endpoint: str,
         _settle_record(record, ctx, config, outcome, first_target)
 
 
-def _count_sent(record: AccessRecord, batch: Batch) -> bool:
-    """Counted on the record, cheaply: the metrics get the totals at the end. True when the batch may end
-    the answer (a finish reason, or usage): its events then wait a loop turn, to leave in one write with
-    the [DONE] and the eof that usually follow at once."""
+def _count_sent(record: AccessRecord, batch: Batch) -> None:
+    """Counted on the record, cheaply: the metrics get the totals at the end."""
     record.chunks_out += len(batch)
-    ending = False
     for chunk in batch:
         choices = chunk.get("choices")
         if choices and choices[0].get("finish_reason"):
             _note_finish(record, choices[0]["finish_reason"])
-            ending = True
-    return ending or bool(batch[-1].get("usage"))
 
 
 def _note_finish(record: AccessRecord, reason: str | None) -> None:
@@ -220,10 +215,12 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         try:
             if batch is not None:
                 record.first_chunk = time.monotonic() - record.started
-                await response.write_events([encode(chunk) for chunk in batch], not _count_sent(record, batch))
+                await response.write_events([encode(chunk) for chunk in batch])
+                _count_sent(record, batch)
                 del batch  # an idle stream holds no chunk while it waits for the next
                 async for batch in batches:
-                    await response.write_events([encode(chunk) for chunk in batch], not _count_sent(record, batch))
+                    await response.write_events([encode(chunk) for chunk in batch])
+                    _count_sent(record, batch)
                     del batch
         except ConnectionResetError:
             raise

@@ -173,10 +173,9 @@ class EventStream(EventSourceResponse):
     `send_timeout` seconds dropped as too slow (`too_slow` set, connection aborted: the blocked write
     fails, or aiohttp cancels the handler).
 
-    A batch of the middle of a stream (`write_events(..., at_once=True)`: every event of one upstream
-    read) goes out at once, in one write. `write_event` queues its event and a loop callback writes the
-    queue as soon as the task yields to the loop, whatever it then waits for, so the end of a stream
-    (the finish, the usage, [DONE] and the eof) leaves in one write and an event is never held back
+    The events written during one step of the handler's task (usually every event of one upstream
+    read) go out in one write: `write_event` queues its event and a loop callback writes the queue as
+    soon as the task yields to the loop, whatever it then waits for, so an event is never held back
     for another one. No task of its own: the keep-alive is a loop timer.
     """
 
@@ -216,23 +215,13 @@ class EventStream(EventSourceResponse):
         if self._client_behind():
             await self._until_client_reads(self._drained())
 
-    async def write_events(self, events: list[bytes], at_once: bool = False) -> None:
-        """One batch's events (one upstream read). `at_once`: written now with whatever is queued, in one
-        write (the headers with them if they have not gone yet), as a batch is all that this step has to
-        say; else queued like write_event's, for a batch that the end of the stream usually follows. A
-        subclass that frames each event overrides this too."""
+    async def write_events(self, events: list[bytes]) -> None:
+        """write_event for each of one batch's events, in one step (a subclass that frames each event
+        overrides this too)."""
         if self._write_error is not None:
             raise self._write_error
         self._queued += events
-        if not at_once:
-            if self._client_behind():
-                await self._until_client_reads(self._drained())
-            return
-        self._flush_now()
-        if self._write_error is not None:
-            raise self._write_error
-        protocol = self._protocol
-        if protocol is not None and protocol.writing_paused:
+        if self._client_behind():
             await self._until_client_reads(self._drained())
 
     def _client_behind(self) -> bool:
@@ -279,7 +268,6 @@ class EventStream(EventSourceResponse):
     def _flush_now(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-            self._flush_handle = None
         self._flush()
 
     def _flush(self) -> None:

@@ -241,30 +241,21 @@ class ResumableEventStream(EventStream):
         self._relay.committed = True
         return writer
 
-    async def _numbered(self, event: bytes) -> bytes:
-        """The event with its id line, kept for a resume when the stream is resumable."""
+    async def write_event(self, event: bytes) -> None:
         relay = self._relay
         relay.seq += 1
         framed = relay.id_prefix + str(relay.seq).encode() + b"\n" + event
         if relay.resumable:
             await relay.keep(relay.seq, framed)
-        return framed
-
-    async def write_event(self, event: bytes) -> None:
-        framed = await self._numbered(event)
-        if self._relay.attached:
+        if relay.attached:
             try:
                 await super().write_event(framed)
             except ConnectionResetError:
-                self._relay.detach()
+                relay.detach()
 
-    async def write_events(self, events: list[bytes], at_once: bool = False) -> None:
-        framed = [await self._numbered(event) for event in events]  # each numbered and kept on its own
-        if self._relay.attached:
-            try:
-                await super().write_events(framed, at_once)
-            except ConnectionResetError:
-                self._relay.detach()
+    async def write_events(self, events: list[bytes]) -> None:
+        for event in events:  # each numbered and kept on its own
+            await self.write_event(event)
 
     async def write_eof(self, data: bytes = b"") -> None:
         if self._relay.attached:
