@@ -32,7 +32,7 @@ class UpstreamConnector(aiohttp.TCPConnector):
         client_error: type[Exception] = aiohttp.ClientConnectorError,
         **kwargs: Any,
     ) -> tuple[asyncio.Transport, ResponseHandler]:
-        address = _one_plain_address(addr_infos, kwargs) if not self._local_addr_infos else None
+        address = None if self._local_addr_infos else _one_plain_address(addr_infos, kwargs)
         if address is None:
             return await super()._wrap_create_connection(*args, addr_infos=addr_infos, req=req, timeout=timeout,
                                                          client_error=client_error, **kwargs)

@@ -10,6 +10,10 @@ import gzip
 import hashlib
 import logging
 import re
+import select
+import signal
+import socket
+import time
 import zlib
 
 import orjson
@@ -473,10 +477,6 @@ def test_serving_moves_start_up_objects_out_of_the_collectors_sight():
 def _all_connect(port: int, count: int, bound: float) -> int:
     """Opens `count` connections to `port` at once; how many the kernel completed within `bound` seconds.
     A connection beyond a full accept queue has its SYN dropped and waits for the retry (1, 3, 7 s)."""
-    import select
-    import socket
-    import time
-
     sockets = [socket.socket() for _ in range(count)]
     try:
         poller = select.poll()
@@ -499,8 +499,6 @@ def _all_connect(port: int, count: int, bound: float) -> int:
 async def test_a_connection_storm_waits_in_the_accept_queue_instead_of_being_dropped(tmp_path):
     """With its loop busy (here: stopped), `gateway serve` lets the kernel queue far more than aiohttp's
     default 128 connections: a storm's clients are accepted late, not retried seconds later."""
-    import signal
-
     port = free_port()
     config = f"server: {{host: 127.0.0.1, port: {port}}}\nproviders:\n  - {{name: demo, kind: demo, models: [echo]}}\n"
     with open("/proc/sys/net/core/somaxconn") as f:
