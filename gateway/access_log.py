@@ -36,9 +36,9 @@ from .appkeys import generation
 from .config import IPNetwork
 from .ids import random_id
 from .logfmt import FIELD_CAP, escape
-from .logsetup import ACCESS_ATTRIBUTE
+from .logsetup import ACCESS_ATTRIBUTE, plain_text_handler
 from .metrics import METRICS
-from .redaction import redact_log
+from .redaction import as_logged, redact_log
 
 log = logging.getLogger("gateway.access")
 
@@ -189,14 +189,21 @@ def finish(app: web.Application, record: AccessRecord, quiet: bool = False) -> N
     if metrics is not None:
         metrics.observe(record)
     level = logging.DEBUG if quiet or (record.path in QUIET_PATHS and record.status < 400) else logging.INFO
-    if log.isEnabledFor(level):
-        # The JSON form is made only by the JSON formatter, when there is one: most lines are text. The
-        # record is made here rather than by log.log, whose search of the stack for the caller's file and
-        # line no formatter of the gateway's prints.
-        # The line is the message itself, without arguments: nothing to %-format, nor to check for a mapping.
-        line = log.makeRecord(log.name, level, __file__, 0, record_line(record), (), None, "finish",
-                              {ACCESS_ATTRIBUTE: functools.partial(_record_json, record)})
-        log.handle(line)
+    if not log.isEnabledFor(level):
+        return
+    line = record_line(record)
+    plain = plain_text_handler(log, level)
+    logged = as_logged(line) if plain is not None else None
+    if plain is not None and logged is not None:  # the usual case: the text line, without a LogRecord
+        handler, formatter = plain
+        handler.write_line(formatter.line(time.time(), logging.getLevelName(level), log.name, logged))
+        return
+    # The JSON form is made only by the JSON formatter, when there is one. The record is made here rather
+    # than by log.log, whose search of the stack for the caller's file and line no formatter of the
+    # gateway's prints. The line is the message itself, without arguments: nothing to %-format.
+    made = log.makeRecord(log.name, level, __file__, 0, line, (), None, "finish",
+                          {ACCESS_ATTRIBUTE: functools.partial(_record_json, record)})
+    log.handle(made)
 
 
 def record_line(r: AccessRecord) -> str:

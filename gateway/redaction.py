@@ -224,6 +224,15 @@ def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     return record
 
 
+def as_logged(text: str) -> str | None:
+    """`text` as a log record made now would carry it (ours redacts it, logging's own does not); None
+    when another factory is installed, whose work a line written without a record would skip."""
+    factory = logging.getLogRecordFactory()
+    if factory is _redacted_record:
+        return redact_log(text)
+    return text if factory is logging.LogRecord else None
+
+
 def _install(secrets: tuple[str, ...]) -> int:
     global _previous_factory
     number = CONFIGURED.add(secrets)
