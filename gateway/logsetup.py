@@ -93,12 +93,10 @@ class LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None:
-            self._waiting.append(line)
-            self.flush()
-            return
         self._waiting.append(line)
-        if self._flush_due_on is not loop:  # (a flush due on a loop that stopped first never comes)
+        if loop is None:
+            self.flush()
+        elif self._flush_due_on is not loop:  # (a flush due on a loop that stopped first never comes)
             self._flush_due_on = loop
             loop.call_soon(self.flush)
 

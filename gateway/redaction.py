@@ -228,7 +228,7 @@ def as_logged(text: str) -> str | None:
     """`text` as a log record made now would carry it (ours redacts it, logging's own does not); None
     when another factory is installed, whose work a line written without a record would skip."""
     factory = logging.getLogRecordFactory()
-    if factory is _redacted_record:
+    if factory is _redacted_record and _previous_factory is logging.LogRecord:
         return redact_log(text)
     return text if factory is logging.LogRecord else None
 

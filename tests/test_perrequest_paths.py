@@ -207,6 +207,15 @@ def test_a_line_written_without_a_record_is_redacted_as_the_record_factory_would
             logging.setLogRecordFactory(theirs)
     finally:
         _uninstall(number)
+    logging.setLogRecordFactory(lambda *args, **kwargs: logging.LogRecord(*args, **kwargs))
+    try:
+        number = _install((secret,))  # ours on top of another's: that one's work would still be skipped
+        try:
+            assert as_logged(f"model={secret}") is None
+        finally:
+            _uninstall(number)
+    finally:
+        logging.setLogRecordFactory(logging.LogRecord)
 
 
 def test_an_access_line_written_straight_is_the_line_its_record_would_print(configured):
