@@ -7,7 +7,7 @@ mock alone: the floor, what serving the same stream costs at all), then the gate
 configured to the mock as its upstream. The gateway or peer runs on CPU 0, the mock and this load
 generator on CPU 1. Each target is warmed up (its answers checked chunk by chunk) before it is measured.
 
-    python bench/compare.py                    # the quick set: openai, paced, anthropic, gemini
+    python bench/compare.py                    # the quick set: openai, paced, requests, anthropic, gemini
     python bench/compare.py --full             # and the idle loads: storm (5,000 streams), idle (10,000)
     python bench/compare.py --loads storm --targets direct,gateway --json
     python bench/compare.py --targets direct,gateway --base main   # before and after a change, in one run
@@ -215,6 +215,7 @@ def _result(load: Load, tally: Tally, elapsed: float, before: dict, after: dict,
         "chunks": chunks,
         "cpu_seconds": {who: cpu[who] for who in ("target", "mock", "driver")},
         "cpu_us_per_chunk": cpu["target"] * 1e6 / chunks if chunks else math.nan,
+        "cpu_us_per_request": cpu["target"] * 1e6 / tally.completed if tally.completed else math.nan,
         "cpu_ticks": round(cpu["target"] * CLK_TCK),
         "ttft_p50_ms": _ms(percentile(tally.first_token, 50)),
         "ttft_p99_ms": _ms(percentile(tally.first_token, 99)),
@@ -403,6 +404,9 @@ def figures(load: Load) -> list[tuple[str, object]]:
     def cpu(r, floor):
         return f"{r['cpu_us_per_chunk']:.1f}{_ratio(r['cpu_us_per_chunk'], _direct(floor, 'cpu_us_per_chunk'))}"
 
+    def per_request(r, floor):
+        return f"{r['cpu_us_per_request']:.0f}{_ratio(r['cpu_us_per_request'], _direct(floor, 'cpu_us_per_request'))}"
+
     def rate(r, floor):
         return f"{r['requests_per_s']:.0f}{_ratio(r['requests_per_s'], _direct(floor, 'requests_per_s'))}"
 
@@ -420,7 +424,8 @@ def figures(load: Load) -> list[tuple[str, object]]:
     def memory(r, floor):
         return f"{r['kib_per_stream']:.1f} ({r['most_streaming']} open)"
 
-    rows: list[tuple[str, object]] = [("CPU us/chunk (x floor)", cpu)]
+    rows: list[tuple[str, object]] = [("CPU us/request (x floor)", per_request) if load.per_request
+                                      else ("CPU us/chunk (x floor)", cpu)]
     if load.idle:
         rows += [("completed", completed), ("KB per stream (streams open)", memory),
                  ("TTFT p50 / p99 ms", ttft), ("added TTFT p50 / p99 ms", added)]

@@ -44,6 +44,7 @@ class Load:
     streams: int = 0  # ramp: streams, one connection each
     ramp_s: float = 0.0
     quick: bool = True
+    per_request: bool = False  # its figure is CPU per request: a stream of one content chunk is mostly that
 
     @property
     def segment(self) -> str:
@@ -62,6 +63,7 @@ class Load:
 LOADS = {load.name: load for load in (
     Load("openai", "128 streams x 50 chunks, no delay", 50, 0, 0, concurrency=128),
     Load("paced", "100 streams x 20 chunks 20 ms apart", 20, 20, 20, concurrency=100),
+    Load("requests", "per request: 64 streams x 1 chunk, no delay", 1, 0, 0, concurrency=64, per_request=True),
     Load("anthropic", "Anthropic upstream translated, 128 streams x 50 chunks", 50, 0, 0, "anthropic",
          concurrency=128),
     Load("gemini", "Gemini upstream translated, 128 streams x 50 chunks", 50, 0, 0, "gemini", concurrency=128),
