@@ -47,11 +47,12 @@ class Rule:
     windowed: bool  # max_chars given: a match found without the window must be checked within it
     each_position: bool  # windowed and looks at the end of its text ($, \b, lookahead): no search shortcut
     backrefs: bool  # cannot join the other rules' alternation (group numbers would shift)
+    term: str | None = None  # a term rule's text: what may still begin it is known without partial matching
 
 
 def term_rule(index: int, term: str, action: str, mask: str = DEFAULT_MASK) -> Rule:
     pattern = regex.compile(regex.escape(term), _FLAGS)
-    return Rule(index, pattern, action, mask, len(term), 0, False, False, False)
+    return Rule(index, pattern, action, mask, len(term), 0, False, False, False, term)
 
 
 def regex_rule(index: int, source: str, action: str, mask: str = DEFAULT_MASK, max_chars: int | None = None) -> Rule:
@@ -179,6 +180,14 @@ def _firsts(items: list[Any], out: set[str]) -> bool:
     return False
 
 
+def _beginnings(term: str) -> str:
+    """A pattern matching any proper beginning of the term ('forb' of 'forbidden')."""
+    pattern = ""
+    for char in reversed(term[:-1]):
+        pattern = f"{re.escape(char)}(?:{pattern})?" if pattern else re.escape(char)
+    return f"(?:{pattern})"
+
+
 class RuleSet:
     """Compiled rules plus what the scanner's fast path needs."""
 
@@ -188,24 +197,36 @@ class RuleSet:
         # Rules a plain search decides can share one alternation: one search per piece of text when none
         # of them can match there, which is nearly always.
         plain = [r for r in rules if not (r.windowed or r.backrefs)]
-        self.prefilter: regex.Pattern[str] | None = None  # partial matching: where a match may still begin
-        self.quick: re.Pattern[str] | None = None  # the same alternation in stdlib `re`: several times faster
-        self.first_chars: re.Pattern[str] | None = None  # a character any of their matches can begin with
+        self.quick: re.Pattern[str] | None = None  # the alternation in stdlib `re`: several times faster
+        # Where a match may still begin in the tail: for terms, a stdlib `re` of their beginnings that run to
+        # the text's end; for the other rules, a character they can begin with, then the `regex` module's
+        # (slower) partial matching from there.
+        self.term_starts: re.Pattern[str] | None = None
+        self.first_chars: re.Pattern[str] | None = None
+        self.prefilter: regex.Pattern[str] | None = None
         self.plain_window = max((r.window for r in plain), default=0)
         if plain:
             alternation = "|".join(f"(?:{r.pattern.pattern})" for r in plain)
             try:
-                self.prefilter = regex.compile(alternation, _FLAGS)
                 self.quick = re.compile(alternation, re.IGNORECASE)
+                others = [r for r in plain if r.term is None]
+                if others:
+                    self.prefilter = regex.compile("|".join(f"(?:{r.pattern.pattern})" for r in others), _FLAGS)
             except (regex.error, re.error):  # e.g. a rule's inline global flag: each rule is searched alone
+                self.quick = self.prefilter = None
                 plain = []
             else:
-                starts = _first_chars([sre_parse.parse(r.pattern.pattern) for r in plain])
-                first = f"[{''.join(sorted(starts))}]" if starts is not None else "(?s:.)"
-                self.first_chars = re.compile(first, re.IGNORECASE)
+                beginnings = [_beginnings(r.term) for r in plain if r.term is not None and len(r.term) > 1]
+                if beginnings:
+                    self.term_starts = re.compile(f"(?:{'|'.join(beginnings)})\\Z", re.IGNORECASE)
+                if others:
+                    starts = _first_chars([sre_parse.parse(r.pattern.pattern) for r in others])
+                    first = f"[{''.join(sorted(starts))}]" if starts is not None else "(?s:.)"
+                    self.first_chars = re.compile(first, re.IGNORECASE)
         self.separate = tuple(r for r in rules if r not in plain)  # rules the prefilter does not cover
         if self.separate:
             self.quick = None  # the fast path is for when the alternation covers every rule
+
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -253,14 +274,22 @@ class Scanner:
             # last `window - 1` characters (its window has not all arrived), at a character it can begin with.
             end = len(buf)
             tail = end - rule_set.plain_window + 1
-            assert rule_set.first_chars is not None and rule_set.prefilter is not None  # set with quick
-            first = rule_set.first_chars.search(buf, tail if tail > pos else pos)
-            if first is None:
-                release = end
-            else:
-                maybe = rule_set.prefilter.search(buf, first.start(), partial=True)
-                assert maybe is not None  # a match may begin at first, so a partial one is found there
-                release = maybe.start() if maybe.partial else -1  # -1: a whole match after all
+            held_from = tail if tail > pos else pos
+            release = end
+            if rule_set.term_starts is not None:
+                begun = rule_set.term_starts.search(buf, held_from)
+                if begun is not None:
+                    release = begun.start()
+            if rule_set.first_chars is not None:
+                first = rule_set.first_chars.search(buf, held_from, release)
+                if first is not None:
+                    assert rule_set.prefilter is not None  # set with first_chars
+                    maybe = rule_set.prefilter.search(buf, first.start(), partial=True)
+                    assert maybe is not None  # a match may begin at first, so a partial one is found there
+                    if not maybe.partial:
+                        release = -1  # a whole match after all
+                    elif maybe.start() < release:
+                        release = maybe.start()
             if release >= 0:
                 cut = release - rule_set.context
                 if cut > 0:

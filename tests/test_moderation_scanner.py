@@ -35,8 +35,8 @@ def scan(rules: RuleSet, pieces: list[str]) -> tuple[str, int | None]:
 
 
 @st.composite
-def text_and_split(draw):
-    text = draw(st.text(ALPHABET, max_size=60))
+def text_and_split(draw, alphabet=ALPHABET):
+    text = draw(st.text(alphabet, max_size=60))
     cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=12)))
     bounds = [0, *cuts, len(text)]
     return text, [text[a:b] for a, b in zip(bounds, bounds[1:])]
@@ -72,6 +72,21 @@ def test_bounded_rules_redact_exactly_the_leftmost_matches(case):
     rules = RuleSet(tuple(regex_rule(i, p, "redact", mask) for i, (p, mask) in enumerate(patterns)))
     assert rules.quick is not None  # all in the shared alternation: this checks the fast path too
     assert scan(rules, pieces)[0] == leftmost_reference(patterns, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text_and_split(ALPHABET + "çÇ"))
+def test_terms_and_regexes_together_redact_exactly_the_leftmost_matches(case):
+    """Both ways of finding where a match may still begin (terms' beginnings, the others' partial matching)
+    on one fast path, terms sharing beginnings with each other and with the regexes."""
+    text, pieces = case
+    patterns = [(re.escape("abca"), "<0>", "abca"), (r"\bb-?b\b", "<1>", None), (re.escape("açb"), "<2>", "açb"),
+                (r"a(?=cb)", "<3>", None), (re.escape("cc"), "<4>", "cc"), (r"1[aç]", "<5>", None),
+                (re.escape("abc1"), "<6>", "abc1")]
+    rules = RuleSet(tuple(term_rule(i, term, "redact", mask) if term else regex_rule(i, p, "redact", mask)
+                          for i, (p, mask, term) in enumerate(patterns)))
+    assert rules.quick is not None and rules.term_starts is not None and rules.first_chars is not None
+    assert scan(rules, pieces)[0] == leftmost_reference([(p, mask) for p, mask, _ in patterns], text)
 
 
 @settings(max_examples=300, deadline=None)
