@@ -15,7 +15,9 @@ from .ids import random_id
 @dataclass
 class RequestContext:
     endpoint: str  # "chat" or "completions"
-    body: dict[str, Any]  # the validated client body
+    # the validated client body; emptied once the answer's first content arrived (failover.answer): no try
+    # sends it again then, and a stream does not hold its prompt for the rest of its life
+    body: dict[str, Any]
     provider: ProviderConfig
     model: str  # the model name the provider knows
     requested_model: str  # what the client wrote

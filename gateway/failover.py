@@ -148,6 +148,7 @@ async def answer(ctx: RequestContext, session: aiohttp.ClientSession, health: He
                 await chunks.aclose()
                 raise
             health.succeeded(provider)
+            ctx.body = {}  # no other try will be made: the prompt is let go (RequestContext.body)
             async with contextlib.aclosing(chunks):
                 ctx.chunks_in += len(held)
                 if held:

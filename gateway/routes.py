@@ -101,6 +101,7 @@ async def _complete(request: web.Request, endpoint: str,
     except GatewayError as error:
         record.outcome = error.code or str(error.status)
         return error_response(error, record.request_id)
+    del raw, body  # the context holds the body until it is no longer needed (RequestContext.body)
     ctx.session = request.app[SESSION]
     first_target = (ctx.provider.name, ctx.model)
     chain = Chain(ctx, failover.answer(ctx, request.app[SESSION], request.app[HEALTH]), config.middlewares)

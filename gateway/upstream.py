@@ -256,6 +256,7 @@ async def upstream_events(session: aiohttp.ClientSession, request: UpstreamReque
         raise upstream_reset(name) from None
     except aiohttp.ClientError as exc:
         raise upstream_bad_stream(name, type(exc).__name__) from None
+    del request  # sent: a stream does not hold its request body (the prompt) for the rest of its life
 
     if first_bytes is not None:  # the time to the response's headers, for the metrics
         first_bytes.append((name, loop.time() - started))

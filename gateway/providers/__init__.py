@@ -44,6 +44,7 @@ async def stream_chunks(ctx: RequestContext, session: aiohttp.ClientSession) -> 
         request = adapter.build_request(ctx)
         events = upstream_events(session, request, provider, state, adapter.decoder(provider), adapter.content_type,
                                  adapter.http_error, ctx.upstream_first_bytes)
+        del request  # sent by upstream_events, which lets go of it then
         async with contextlib.aclosing(events):
             async for read in events:
                 batch: Batch = []

@@ -117,6 +117,7 @@ async def stream(ctx: RequestContext) -> AsyncGenerator[Chunk, None]:
     limit = MAX_PIECES if limit is None else min(limit, MAX_PIECES)
     if len(pieces) > limit:
         pieces, finish = pieces[:limit], "length"
+    prompt_tokens = len(_PIECES.findall(_prompt_text(ctx)))  # now: the body is let go after the first content
 
     for index in range(ctx.choices):
         first: Delta = {"role": "assistant", "content": None if tool else ""}
@@ -135,7 +136,6 @@ async def stream(ctx: RequestContext) -> AsyncGenerator[Chunk, None]:
             yield envelope.delta(index, delta)
     for index in range(ctx.choices):
         yield envelope.finish(index, finish)
-    prompt_tokens = len(_PIECES.findall(_prompt_text(ctx)))
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces) * ctx.choices,
              "total_tokens": prompt_tokens + len(pieces) * ctx.choices}
     yield envelope.usage(usage)
