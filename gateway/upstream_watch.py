@@ -45,10 +45,16 @@ class ReadWatchdog:
         self.last_read = self.last_event = self._loop.time()
         self.got_data = False
         self.waiting_on_client = False
-        self._handle = self._loop.call_at(self._next_check(), self._check)
+        self._handle = self._loop.call_at(self._next_check(self.last_read), self._check)
 
-    def _next_check(self) -> float:
-        read_limit = self.last_read + (self._idle if self.got_data else self._first_byte)
+    def _next_check(self, now: float) -> float:
+        if self.got_data:
+            read_limit = self.last_read + self._idle
+        else:  # also at the idle limit's time, if sooner: then the first data needs no new timer
+            read_limit = self.last_read + self._first_byte
+            idle_at = self.last_read + self._idle
+            if now < idle_at < read_limit:
+                read_limit = idle_at
         return min(read_limit, self.last_event + self._max_silence, self._deadline)
 
     def _check(self) -> None:
@@ -63,13 +69,15 @@ class ReadWatchdog:
             return self._expire("idle" if self.got_data else "first_byte")
         if now >= self.last_event + self._max_silence:
             return self._expire("silence")
-        self._handle = self._loop.call_at(self._next_check(), self._check)
+        self._handle = self._loop.call_at(self._next_check(now), self._check)
 
     def first_data(self) -> None:
-        """The body began: from now on the idle timeout applies, which may be shorter than first_byte."""
+        """The body began: from now on the idle timeout applies, which may be shorter than first_byte. The
+        check already due (no later than the idle limit's time from the start, usually) stays."""
         self.got_data = True
-        self._handle.cancel()
-        self._handle = self._loop.call_at(self._next_check(), self._check)
+        if self._handle.when() > self.last_read + self._idle:  # the body began after that time
+            self._handle.cancel()
+            self._handle = self._loop.call_at(self._next_check(self.last_read), self._check)
 
     def _expire(self, which: str) -> None:
         self._response.content.set_exception(Expired(which))

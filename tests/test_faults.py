@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from tests.fakes.upstream import HANG, RESET, Reply, chat_chunk, sse
+from tests.fakes.upstream import HANG, RESET, Reply, Sleep, chat_chunk, sse
 from tests.helpers import (BOUND, CHAT, JSON, ROLE, assert_nothing_left, assert_openai_error, error_body, read_events, text_of)
 
 RETRIES = "retry: {attempts: 2, backoff_initial: 0, backoff_max: 0, retry_after_max: 1}\n    health: {max_failures: 0}"
@@ -151,6 +151,20 @@ async def test_fault_after_content_non_stream_is_an_http_error(upstream, gateway
     assert response.status == status
     assert assert_openai_error(await response.json())["code"] == code
     assert len(upstream.received) == 2, "nothing was sent yet: the whole answer is retried"
+    await assert_nothing_left(gateway, upstream)
+
+
+async def test_idle_timeout_counts_from_a_body_that_began_late(upstream, make_gateway):
+    """The read timer checks at the idle limit's time too, so that first data normally needs no new timer;
+    data that comes later than that (but within first_byte) must still re-arm it at the idle limit: with
+    first_byte at 300 s, a timer left at first_byte would hold this stream past BOUND."""
+    gateway = await make_gateway(timeouts="{connect: 2, first_byte: 300, idle: 0.2, total: 600}")
+    upstream.default = Reply(steps=[Sleep(0.5), sse(ROLE, chat_chunk({"content": "Hel"}), done=False), HANG])
+    response = await gateway.post("/v2/chat/completions", json=CHAT)
+    assert response.status == 200
+    events = await asyncio.wait_for(read_events(response), BOUND)
+    assert text_of(events) == "Hel"
+    assert error_of(events[-2])["code"] == "upstream_idle_timeout"
     await assert_nothing_left(gateway, upstream)
 
 
