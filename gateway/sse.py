@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import types
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp.abc import AbstractStreamWriter
@@ -257,11 +258,16 @@ class EventStream(EventSourceResponse):
         await self._until_client_reads(super().write_eof(data))  # its flush waits on the client too
 
     async def _until_client_reads(self, write: Coroutine[Any, Any, None]) -> None:
-        """Awaits a write that waits on the client; past `send_timeout` the client is dropped as too slow."""
+        """Awaits a write that may wait on the client; past `send_timeout` the client is dropped as too slow.
+        A write that does not wait (the client keeps up: the usual case) ends at its first step, with no timer."""
+        try:
+            waiting = write.send(None)
+        except StopIteration:
+            return
         assert self._send_timeout is not None  # __init__ always passes one
         deadline = self._loop.call_later(self._send_timeout, self._drop_slow_client)
         try:
-            await write
+            await _resumed(write, waiting)
         finally:
             deadline.cancel()
 
@@ -320,6 +326,28 @@ class EventStream(EventSourceResponse):
                 handle.cancel()
         self._flush_handle = self._keepalive_timer = None
         self._queued.clear()
+
+
+@types.coroutine
+def _resumed(write: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """What `await write` does from where `write` suspended on `waiting`: what the loop sends or throws
+    goes to it, until it ends."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            write.close()
+            raise
+        except BaseException as exc:  # a cancellation, most likely: `write` handles it or ends with it
+            try:
+                waiting = write.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = write.send(sent)
+            except StopIteration:
+                return
 
 
 def _write_at_once(writer: StreamWriter, data: bytes) -> None:
