@@ -12,7 +12,7 @@ from .config import ClientKey, ProviderConfig
 from .ids import random_id
 
 
-@dataclass
+@dataclass(slots=True)  # many per-chunk reads, and one per open stream: no __dict__
 class RequestContext:
     endpoint: str  # "chat" or "completions"
     # the validated client body; emptied once the answer's first content arrived (failover.answer): no try

@@ -48,7 +48,7 @@ _MESSAGE_LIMIT = 500
 END_GRACE = 1.0  # seconds a connection may take to end its body after the provider's end-of-stream event
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamRequest:
     url: str
     headers: dict[str, str]
