@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aiohttp.abc import AbstractStreamWriter
@@ -12,6 +11,8 @@ from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web import BaseRequest, StreamResponse
 from aiohttp_sse import EventSourceResponse
+
+from .coroutines import resumed
 
 if TYPE_CHECKING:
     from .errors import GatewayError
@@ -267,7 +268,7 @@ class EventStream(EventSourceResponse):
         assert self._send_timeout is not None  # __init__ always passes one
         deadline = self._loop.call_later(self._send_timeout, self._drop_slow_client)
         try:
-            await _resumed(write, waiting)
+            await resumed(write, waiting)
         finally:
             deadline.cancel()
 
@@ -326,28 +327,6 @@ class EventStream(EventSourceResponse):
                 handle.cancel()
         self._flush_handle = self._keepalive_timer = None
         self._queued.clear()
-
-
-@types.coroutine
-def _resumed(write: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
-    """What `await write` does from where `write` suspended on `waiting`: what the loop sends or throws
-    goes to it, until it ends."""
-    while True:
-        try:
-            sent = yield waiting
-        except GeneratorExit:
-            write.close()
-            raise
-        except BaseException as exc:  # a cancellation, most likely: `write` handles it or ends with it
-            try:
-                waiting = write.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = write.send(sent)
-            except StopIteration:
-                return
 
 
 def _write_at_once(writer: StreamWriter, data: bytes) -> None:

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.sse import SSEDecodeError, SSEDecoder, SSEEvent, _resumed
+from gateway.coroutines import resumed
+from gateway.sse import SSEDecodeError, SSEDecoder, SSEEvent
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
 
@@ -399,7 +400,7 @@ def test_recording_decodes_the_same_at_any_split(path):
 # ---------------------------------------------------------------------------------------------- a write that waits
 
 async def test_a_write_that_waits_is_resumed_to_its_end_as_await_would():
-    """EventStream steps a write once and arms the send_timeout timer only if it waits (sse._resumed)."""
+    """EventStream steps a write once and arms the send_timeout timer only if it waits (coroutines.resumed)."""
     loop = asyncio.get_running_loop()
     seen = []
 
@@ -410,7 +411,7 @@ async def test_a_write_that_waits_is_resumed_to_its_end_as_await_would():
             seen.append(await future)
 
     coro = write()
-    await _resumed(coro, coro.send(None))
+    await resumed(coro, coro.send(None))
     assert seen == [1, 2]
 
 
@@ -426,7 +427,7 @@ async def test_a_write_that_waits_gets_the_cancellation():
 
     async def step_then_resume():
         coro = write()
-        await _resumed(coro, coro.send(None))
+        await resumed(coro, coro.send(None))
 
     task = asyncio.ensure_future(step_then_resume())
     await asyncio.sleep(0)
