@@ -12,7 +12,7 @@ from aiohttp.http_writer import StreamWriter
 from aiohttp.web import BaseRequest, StreamResponse
 from aiohttp_sse import EventSourceResponse
 
-from .coroutines import resumed
+from .coroutines import Resumed
 
 if TYPE_CHECKING:
     from .errors import GatewayError
@@ -268,7 +268,7 @@ class EventStream(EventSourceResponse):
         assert self._send_timeout is not None  # __init__ always passes one
         deadline = self._loop.call_later(self._send_timeout, self._drop_slow_client)
         try:
-            await resumed(write, waiting)
+            await Resumed(write, waiting)
         finally:
             deadline.cancel()
 

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.coroutines import resumed
 from gateway.sse import SSEDecodeError, SSEDecoder, SSEEvent
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "recordings"
@@ -395,43 +394,3 @@ def test_recording_decodes_the_same_at_any_split(path):
         for event in whole:
             if event.data != b"[DONE]":
                 orjson.loads(event.data)  # raises on anything that is not JSON
-
-
-# ---------------------------------------------------------------------------------------------- a write that waits
-
-async def test_a_write_that_waits_is_resumed_to_its_end_as_await_would():
-    """EventStream steps a write once and arms the send_timeout timer only if it waits (coroutines.resumed)."""
-    loop = asyncio.get_running_loop()
-    seen = []
-
-    async def write():
-        for value in (1, 2):
-            future = loop.create_future()
-            loop.call_soon(future.set_result, value)
-            seen.append(await future)
-
-    coro = write()
-    await resumed(coro, coro.send(None))
-    assert seen == [1, 2]
-
-
-async def test_a_write_that_waits_gets_the_cancellation():
-    cancelled = []
-
-    async def write():
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.append(True)
-            raise
-
-    async def step_then_resume():
-        coro = write()
-        await resumed(coro, coro.send(None))
-
-    task = asyncio.ensure_future(step_then_resume())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert cancelled == [True]

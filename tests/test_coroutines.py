@@ -1,0 +1,115 @@
+"""gateway/coroutines.Resumed: a coroutine started by hand, awaited or made a task from where it waited."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.coroutines import Resumed
+
+
+def started(coro):
+    """`coro` after its first step, and what that step waited on."""
+    return coro, coro.send(None)
+
+
+async def test_awaited_it_goes_on_to_the_end_with_the_result():
+    loop = asyncio.get_running_loop()
+    seen = []
+
+    async def write() -> str:
+        for value in (1, 2):
+            future = loop.create_future()
+            loop.call_soon(future.set_result, value)
+            seen.append(await future)
+        return "done"
+
+    assert await Resumed(*started(write())) == "done"
+    assert seen == [1, 2]
+
+
+async def test_awaited_it_passes_a_cancellation_on():
+    cancelled = []
+
+    async def write() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def step_then_resume() -> None:
+        await Resumed(*started(write()))
+
+    task = asyncio.ensure_future(step_then_resume())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == [True]
+
+
+async def test_as_a_task_cancelled_before_its_first_step_the_step_gets_the_cancellation():
+    ended = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append("finally")
+
+    task = asyncio.get_running_loop().create_task(Resumed(*started(handler())))
+    task.cancel()  # before the loop ran its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ended == ["finally"]  # a plain coroutine thrown into before it starts would never run this
+
+
+async def test_a_step_that_ended_at_once_ends_the_task_with_its_result_or_error():
+    async def answers() -> int:
+        return 7
+
+    async def fails() -> None:
+        raise LookupError("at once")
+
+    loop = asyncio.get_running_loop()
+    outcomes = []
+    for coro in (answers(), fails()):
+        resumed = Resumed(coro)
+        try:
+            coro.send(None)
+        except BaseException as exc:
+            resumed.ended_with(exc)
+        outcomes.append(loop.create_task(resumed))
+    assert await outcomes[0] == 7
+    with pytest.raises(LookupError, match="at once"):
+        await outcomes[1]
+
+
+async def test_a_step_that_ended_keeps_its_result_when_cancelled_before_the_task_ran():
+    async def answers() -> int:
+        return 7
+
+    coro = answers()
+    resumed = Resumed(coro)
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        resumed.ended_with(stop)
+    task = asyncio.get_running_loop().create_task(resumed)
+    task.cancel()  # too late: it had ended (as a 3.12 eager task would be done already)
+    assert await task == 7
+
+
+async def test_closed_unawaited_it_closes_the_step():
+    ended = []
+
+    async def handler() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append("finally")
+
+    Resumed(*started(handler())).close()
+    assert ended == ["finally"]
