@@ -162,6 +162,14 @@ def gateway_tasks() -> list[asyncio.Task]:
     return [t for t in asyncio.all_tasks() if t is not current and "gateway" in repr(t.get_coro())]
 
 
+async def waits_until_cancelled(ended: list[str]) -> None:
+    """A coroutine that waits until it is cancelled, and notes in `ended` that its `finally` ran."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        ended.append("finally")
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0.01)

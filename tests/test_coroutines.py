@@ -8,6 +8,8 @@ import pytest
 
 from gateway.coroutines import Resumed
 
+from tests.helpers import waits_until_cancelled
+
 
 def started(coro):
     """`coro` after its first step, and what that step waited on."""
@@ -51,15 +53,8 @@ async def test_awaited_it_passes_a_cancellation_on():
 
 
 async def test_as_a_task_cancelled_before_its_first_step_the_step_gets_the_cancellation():
-    ended = []
-
-    async def handler() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            ended.append("finally")
-
-    task = asyncio.get_running_loop().create_task(Resumed(*started(handler())))
+    ended: list[str] = []
+    task = asyncio.get_running_loop().create_task(Resumed(*started(waits_until_cancelled(ended))))
     task.cancel()  # before the loop ran its first step
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -103,13 +98,6 @@ async def test_a_step_that_ended_keeps_its_result_when_cancelled_before_the_task
 
 
 async def test_closed_unawaited_it_closes_the_step():
-    ended = []
-
-    async def handler() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            ended.append("finally")
-
-    Resumed(*started(handler())).close()
+    ended: list[str] = []
+    Resumed(*started(waits_until_cancelled(ended))).close()
     assert ended == ["finally"]

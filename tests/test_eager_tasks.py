@@ -12,6 +12,8 @@ from aiohttp import web
 
 from gateway import eager_tasks
 
+from tests.helpers import waits_until_cancelled
+
 PAUSE = web.AppKey("pause", list)  # [seconds]: changed by a test while the app runs
 pytestmark = pytest.mark.skipif(sys.version_info >= (3, 12), reason="aiohttp starts both eagerly itself")
 
@@ -129,15 +131,8 @@ async def test_a_started_task_that_ends_at_once_is_done_after_its_own_step():
 
 async def test_a_started_task_cancelled_before_the_loop_ran_it_ends_its_coroutine():
     loop = asyncio.get_running_loop()
-    ended = []
-
-    async def handler() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            ended.append("finally")
-
-    task = eager_tasks._started_task(loop, handler(), None)
+    ended: list[str] = []
+    task = eager_tasks._started_task(loop, waits_until_cancelled(ended), None)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
