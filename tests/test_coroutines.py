@@ -61,42 +61,6 @@ async def test_as_a_task_cancelled_before_its_first_step_the_step_gets_the_cance
     assert ended == ["finally"]  # a plain coroutine thrown into before it starts would never run this
 
 
-async def test_a_step_that_ended_at_once_ends_the_task_with_its_result_or_error():
-    async def answers() -> int:
-        return 7
-
-    async def fails() -> None:
-        raise LookupError("at once")
-
-    loop = asyncio.get_running_loop()
-    outcomes = []
-    for coro in (answers(), fails()):
-        resumed = Resumed(coro)
-        try:
-            coro.send(None)
-        except BaseException as exc:
-            resumed.ended_with(exc)
-        outcomes.append(loop.create_task(resumed))
-    assert await outcomes[0] == 7
-    with pytest.raises(LookupError, match="at once"):
-        await outcomes[1]
-
-
-async def test_a_step_that_ended_keeps_its_result_when_cancelled_before_the_task_ran():
-    async def answers() -> int:
-        return 7
-
-    coro = answers()
-    resumed = Resumed(coro)
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        resumed.ended_with(stop)
-    task = asyncio.get_running_loop().create_task(resumed)
-    task.cancel()  # too late: it had ended (as a 3.12 eager task would be done already)
-    assert await task == 7
-
-
 async def test_closed_unawaited_it_closes_the_step():
     ended: list[str] = []
     Resumed(*started(waits_until_cancelled(ended))).close()

@@ -18,8 +18,6 @@ from tests.helpers import gemini_answer, gemini_wire
 
 BOUND = 10
 GATEWAY_DIR = Path(gateway_package.__file__).parent
-GATEWAY_PREFIX = f"{GATEWAY_DIR}/"
-TASK_STARTERS = {str(GATEWAY_DIR / "eager_tasks.py"), str(GATEWAY_DIR / "coroutines.py")}
 STREAMS = 8
 PROMPT_CHARS = 300_000  # parsed, sent upstream and received by the fake: about 1 MB a stream while held
 
@@ -32,14 +30,6 @@ ANTHROPIC_START = (event("message_start", {"message": {"id": "msg_1", "type": "m
                    + event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}))
 GEMINI_START = gemini_wire(gemini_answer({"text": "Hi"}, finish=None))
 STARTS = {"up/gpt-4o-mini": OPENAI_START, "ant/claude-sonnet-4-5": ANTHROPIC_START, "gem/gemini-2.5-flash": GEMINI_START}
-
-
-def _by_gateway(snapshot: tracemalloc.Snapshot) -> int:
-    """Bytes allocated with a gateway module on the stack. The fake upstream runs on the gateway's loop,
-    whose task factory (gateway/eager_tasks.py) starts every served request's handler, the fake's too, and
-    goes on with it through gateway/coroutines.py: those frames alone do not make an allocation the gateway's."""
-    return sum(trace.size for trace in snapshot.traces if any(
-        frame.filename.startswith(GATEWAY_PREFIX) and frame.filename not in TASK_STARTERS for frame in trace.traceback))
 
 
 async def _first_content(response) -> None:
@@ -71,7 +61,9 @@ async def test_an_open_stream_does_not_hold_its_prompt(make_gateway, upstream, m
     finally:
         tracemalloc.stop()
     # What the gateway allocated (the fake upstream and the test's client hold their own copies)
-    held = _by_gateway(after) - _by_gateway(before)
+    by_gateway = [tracemalloc.Filter(True, f"{GATEWAY_DIR}/*", all_frames=True)]
+    held = sum(stat.size_diff for stat in after.filter_traces(by_gateway).compare_to(
+        before.filter_traces(by_gateway), "filename"))
     # Holding the prompt costs at least its text twice (the parsed body, the bytes sent) per stream.
     assert held < (STREAMS - 1) * PROMPT_CHARS / 4, f"{held} bytes held by {STREAMS - 1} open streams"
     for response in responses:
