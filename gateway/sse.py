@@ -78,25 +78,27 @@ class SSEDecoder:
             self._pending_cr = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
-        if b"\r" in chunk:
+        crs = b"\r" in chunk
+        if crs:
             self._pending_cr = chunk.endswith(b"\r")
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[SSEEvent] = []
         if self._partial or self._data or self._event is not None:
-            self._feed_lines(chunk, events)
+            self._feed_lines(_lf_ended(chunk) if crs else chunk, events)
             return events
         # At the start of a line, between events: the usual `data: <one line>` events are cut whole, by
-        # their blank line, without going line by line; anything else takes the line-by-line path.
-        blocks = chunk.split(b"\n\n")
+        # their blank line (LF LF, or CRLF CRLF as Gemini sends), without going line by line or rewriting
+        # the read's line ends; anything else takes the line-by-line path.
+        blocks = chunk.split(b"\r\n\r\n" if crs else b"\n\n")
         rest = blocks.pop()
         limit = self.max_event_bytes
         for block in blocks:
-            if block[:6] == b"data: " and len(block) <= limit and b"\n" not in block:
+            if (block[:6] == b"data: " and len(block) <= limit and b"\n" not in block
+                    and not (crs and b"\r" in block)):
                 events.append(SSEEvent(block[6:], None, self._id))
             else:
-                self._feed_lines(block + b"\n\n", events)
+                self._feed_lines((_lf_ended(block) if crs else block) + b"\n\n", events)
         if rest:
-            self._feed_lines(rest, events)
+            self._feed_lines(_lf_ended(rest) if crs else rest, events)
         return events
 
     def _feed_lines(self, chunk: bytes, events: list[SSEEvent]) -> None:
@@ -159,6 +161,11 @@ class SSEDecoder:
             self._data.append(b"")
         # retry and unknown fields are ignored, as the spec says
         return None
+
+
+def _lf_ended(text: bytes) -> bytes:
+    """CRLF and CR line ends as LF: the line-by-line path then splits on LF alone."""
+    return text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 def encode_event(payload: bytes) -> bytes:
