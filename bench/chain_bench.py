@@ -2,11 +2,13 @@
 with the full chain (normalize, ratelimit with a keyed client and its limits, moderate with rules), in
 one run, against one fast fake OpenAI upstream.
 
-Both gateways run side by side as child processes; the phases alternate (bare, full, bare, full...)
-so that drift on the machine hits both alike. Prints each phase and the full chain's cost over the
+Both gateways run side by side as child processes, pinned to CPU 0 (only one is loaded at a time), the
+upstream and this load generator to CPU 1, as bench/compare.py does; the phases alternate (bare, full,
+bare, full...) so that drift on the machine hits both alike. Unpinned (`--no-pin`, or one CPU), the three
+processes share the cores and the ratio moves by 20% between runs of the same code. Prints each phase and the full chain's cost over the
 bare one: CPU per chunk and time to first chunk.
 
-    python bench/chain_bench.py [--rounds 2] [stream_bench.py's load options: --concurrency,
+    python bench/chain_bench.py [--rounds 2] [--no-pin] [stream_bench.py's load options: --concurrency,
                                 --requests, --chunks-per-stream, --chunk-interval, --burst...]
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 import stream_bench
-from harness import BENCH_DIR, Child, commit, free_ports, run_command, wait_healthy
+from harness import BENCH_DIR, Child, can_pin, commit, free_ports, layout, pin_driver, pinned, run_command, wait_healthy
 
 CLIENT_KEY = "gwk-bench-0123456789abcdef"
 # Budgets no bench run reaches: every request pays for the checks, none is refused.
@@ -53,6 +55,8 @@ def gateway_config(upstream_port: int, gateway_port: int, chain: str) -> str:
 
 async def bench(args, workdir: Path, children: dict[str, Child]) -> dict:
     upstream_port, *gateway_ports = free_ports(1 + len(CHAINS))
+    if args.pin:
+        pin_driver()  # the upstream, started next, inherits it
     children["upstream"] = Child("fake upstream", [
         sys.executable, str(BENCH_DIR / "fake_upstream.py"), "--port", str(upstream_port),
         "--chunks-per-stream", str(args.chunks_per_stream), "--chunk-interval", str(args.chunk_interval),
@@ -61,9 +65,9 @@ async def bench(args, workdir: Path, children: dict[str, Child]) -> dict:
     for chain, port in ports.items():
         config = workdir / f"{chain}.yaml"
         config.write_text(gateway_config(upstream_port, port, chain))
-        children[chain] = Child(f"gateway ({chain} chain)", [
+        children[chain] = Child(f"gateway ({chain} chain)", pinned([
             sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port),
-        ], workdir / f"{chain}.log")
+        ], args.pin), workdir / f"{chain}.log")
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, children["upstream"], upstream_port)
         for chain, port in ports.items():
@@ -86,7 +90,8 @@ def summarize(args, phases: dict[str, list[dict]]) -> dict:
     result = {
         "settings": {"concurrency": args.concurrency, "requests": args.requests, "warmup": args.warmup,
                      "content_chunks_per_stream": args.chunks_per_stream, "chunk_interval_s": args.chunk_interval,
-                     "rounds": args.rounds, "cpus": os.cpu_count(), "commit": commit()},
+                     "rounds": args.rounds, "cpus": os.cpu_count(), "layout": layout(args.pin),
+                     "commit": commit()},
         "phases": phases,
     }
     for chain in CHAINS:
@@ -105,7 +110,7 @@ def print_table(result: dict) -> None:
     s = result["settings"]
     print(f"{s['concurrency']} concurrent streams, {s['requests']} streams per phase (after {s['warmup']} warm-up), "
           f"{s['content_chunks_per_stream']} content chunks each, chunk interval {s['chunk_interval_s'] * 1e3:g} ms, "
-          f"{s['rounds']} round(s), {s['cpus']} CPUs, gateway at {s['commit']}")
+          f"{s['rounds']} round(s), {s['cpus']} CPUs ({s['layout']}), gateway at {s['commit']}")
     print(f"{'phase':<14}{'chunks/s':>11}{'TTFC p50 ms':>13}{'TTFC p99 ms':>13}{'gateway µs/chunk':>18}{'failures':>10}")
     for round_ in range(s["rounds"]):
         for chain in CHAINS:
@@ -125,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         at = parser_argv.index("--rounds")
         rounds = int(parser_argv[at + 1])
         del parser_argv[at:at + 2]
+    pin = "--no-pin" not in parser_argv
+    parser_argv = [arg for arg in parser_argv if arg != "--no-pin"]
     args = stream_bench.parse_args(parser_argv)
     args.rounds = max(1, rounds)
+    args.pin = pin and can_pin()
     return run_command("chain-bench", bench, args, lambda result: not any(
         phase["failures"] for phases in result["phases"].values() for phase in phases), print_table)
 

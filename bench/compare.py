@@ -35,14 +35,14 @@ import aiohttp
 
 from compare_targets import (LOADS, PORTKEY_GEMINI_NOTE, WARM, Load, Peer, gateway_config, litellm_config,
                              litellm_version, portkey_version)
-from harness import BENCH_DIR, CLK_TCK, REPO, Child, commit, free_ports, machine_busy_seconds, run_command
+from harness import (BENCH_DIR, CLK_TCK, REPO, Child, can_pin, commit, free_ports, layout, machine_busy_seconds,
+                     pin_driver, pinned, run_command)
 from loadgen import Tally, closed_loop, percentile, ramp
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 DEFAULT_PEERS_DIR = Path(os.environ.get("GATEWAY_BENCH_PEERS", Path.home() / ".cache" / "gateway-bench-peers"))
 NOT_INSTALLED = "not installed (run bench/peers/setup.sh)"
 EXTRA_CHUNKS = 3  # an OpenAI client gets, besides the content chunks, a role, a finish and a usage chunk
-TARGET_CPU, DRIVER_CPU = 0, 1
 
 
 # ---------------------------------------------------------------- /proc figures over a process tree
@@ -109,10 +109,6 @@ class Service(Child):
 
 
 # ---------------------------------------------------------------- the targets
-
-
-def pinned(argv: list[str], pin: bool) -> list[str]:
-    return ["taskset", "-c", str(TARGET_CPU), *argv] if pin else argv
 
 
 async def wait_ready(child: Child, port: int, path: str, timeout: float) -> None:
@@ -295,7 +291,7 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
     biggest = max((load.streams or load.concurrency for load in loads), default=0)
     open_files = raise_open_files(max(4 * biggest + 1024, 8192))  # children inherit it
     if args.pin:
-        os.sched_setaffinity(0, {DRIVER_CPU})  # the mock, started next, inherits it
+        pin_driver()  # the mock, started next, inherits it
     mock_port, = free_ports(1)
     mock = children["mock"] = Service("mock upstream", [sys.executable, str(BENCH_DIR / "fake_upstream.py"),
                                                         "--port", str(mock_port), "--backlog", "8192"],
@@ -327,7 +323,7 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
             shutil.copy(child.log_path, args.keep_logs / child.log_path.name)
     return {
         "settings": {"loads": {load.name: load.__dict__ | {"segment": load.segment} for load in loads},
-                     "duration_s": args.duration, "rounds": args.rounds, "pinned": args.pin, "layout": layout(args),
+                     "duration_s": args.duration, "rounds": args.rounds, "pinned": args.pin, "layout": layout(args.pin),
                      "machine": machine(), "open_files_limit": open_files[0], "commit": commit()},
         "targets": {peer.name: {"label": peer.label, "version": peer.version, "missing": peer.missing}
                     for peer in peers},
@@ -369,12 +365,6 @@ def base_checkout(rev: str, path: Path) -> None:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"--base {rev}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'git failed'}")
-
-
-def layout(args: argparse.Namespace) -> str:
-    if not args.pin:
-        return "not pinned"
-    return f"target on CPU {TARGET_CPU}; mock upstream and load generator on CPU {DRIVER_CPU}"
 
 
 # ---------------------------------------------------------------- the table
@@ -520,7 +510,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.targets = ["direct", *(n for n in args.targets if n != "direct")]
     if args.pin and (os.cpu_count() or 1) < 2:
         args.pin = False
-    if args.pin and shutil.which("taskset") is None:
+    if args.pin and not can_pin():
         parser.error("taskset (util-linux) is needed to pin the targets; or run with --no-pin")
     if (min(args.duration, args.request_timeout, args.idle_timeout, args.load_timeout) <= 0 or args.max_requests < 1
             or args.rounds < 1):

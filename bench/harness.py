@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import gc
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,28 @@ import orjson
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The measured process on one core; the upstream and the load generator (this process) on the other.
+TARGET_CPU, DRIVER_CPU = 0, 1
+
+
+def can_pin() -> bool:
+    return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+
+
+def pinned(argv: list[str], pin: bool) -> list[str]:
+    """argv run on TARGET_CPU when pinning."""
+    return ["taskset", "-c", str(TARGET_CPU), *argv] if pin else argv
+
+
+def pin_driver() -> None:
+    """This process, and the children it starts from now on unless pinned(), on DRIVER_CPU."""
+    os.sched_setaffinity(0, {DRIVER_CPU})
+
+
+def layout(pin: bool) -> str:
+    if not pin:
+        return "not pinned"
+    return f"target on CPU {TARGET_CPU}; upstream and load generator on CPU {DRIVER_CPU}"
 
 
 def free_ports(count: int) -> list[int]:
