@@ -4,7 +4,9 @@ Starts one mock upstream (bench/fake_upstream.py: OpenAI, Anthropic and Gemini w
 gateway (`python -m gateway serve`), and the peers installed by bench/peers/setup.sh (LiteLLM's proxy,
 Portkey's gateway), all on 127.0.0.1. Each load then runs through each target in turn: "direct" (the
 mock alone: the floor, what serving the same stream costs at all), then the gateway and the peers, each
-configured to the mock as its upstream. The gateway or peer runs on CPU 0, the mock and this load
+configured to the mock as its upstream, and "aiohttp" (bench/aiohttp_proxy.py: the mock's own stream
+copied through one aiohttp server request and one ClientSession request, the part of the gateway's cost
+that is aiohttp's). The gateway or peer runs on CPU 0, the mock and this load
 generator on CPU 1. Each target is warmed up (its answers checked chunk by chunk) before it is measured.
 
     python bench/compare.py                    # the quick set: openai, paced, requests, anthropic, gemini
@@ -131,7 +133,7 @@ async def start_peers(args: argparse.Namespace, workdir: Path, children: dict[st
                       loads: list[Load]) -> list[Peer]:
     peers: list[Peer] = []
     config_loads = [*loads, WARM]
-    ports = iter(free_ports(4))
+    ports = iter(free_ports(len(args.targets)))
     for name in args.targets:
         if name == "direct":
             peers.append(Peer("direct", "direct (floor)", port=mock_port, child=children["mock"]))
@@ -148,6 +150,10 @@ async def start_peers(args: argparse.Namespace, workdir: Path, children: dict[st
                 peer = Peer("base", "gateway at", commit(cwd), port)
             argv, env, ready = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
                                 str(port)], None, "/healthz"
+        elif name == "aiohttp":  # the floor of any aiohttp gateway: bench/aiohttp_proxy.py
+            peer = Peer("aiohttp", "aiohttp pass-through", aiohttp.__version__, port)
+            argv, env, ready = [sys.executable, str(BENCH_DIR / "aiohttp_proxy.py"), "--port", str(port),
+                                "--upstream", f"http://127.0.0.1:{mock_port}"], None, "/healthz"
         elif name == "portkey":
             peer = Peer("portkey", "Portkey", portkey_version(args.peers_dir), port)
             entry = args.peers_dir / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
@@ -445,6 +451,14 @@ def print_table(result: dict) -> None:
             cells = [_cell(results, name, figure) for name in names]
             print(f"| {load.title if i == 0 else ''} | {label} | " + " | ".join(cells) + " |")
     notes = []
+    limit = s.get("open_files_limit", 0)
+    for load_name in result["results"]:
+        load = LOADS[load_name]
+        # A proxy holds two descriptors a stream (the client's connection and its upstream one), and some more
+        if load.idle and limit and limit < 2 * load.streams + 100:
+            notes.append(f"{load_name}: the open-files limit is {limit} (this machine's hard limit; raising it needs "
+                         f"root outside a container): a proxy holding {load.streams} streams needs more than "
+                         f"{2 * load.streams}, so some of its streams fail with 'Too many open files'")
     for load_name, results in result["results"].items():
         for name, r in results.items():
             if r.get("first_failure"):
@@ -471,8 +485,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated, of: {', '.join(LOADS)} (default: the quick set, "
                              f"{', '.join(n for n, load in LOADS.items() if load.quick)})")
     parser.add_argument("--full", action="store_true", help="every load, the idle ones included")
-    parser.add_argument("--targets", default="direct,gateway,portkey,litellm",
-                        help="comma-separated, of: direct, gateway, base (with --base), portkey, litellm (default all)")
+    parser.add_argument("--targets", default="direct,gateway,aiohttp,portkey,litellm",
+                        help="comma-separated, of: direct, gateway, base (with --base), aiohttp (bench/aiohttp_proxy.py: "
+                             "the least an aiohttp gateway does), portkey, litellm (default all)")
     parser.add_argument("--base", metavar="REV", default=None,
                         help="also measure the gateway at this commit or branch (a temporary git worktree), "
                              "right after this checkout's, on every load: before and after figures in one run")
@@ -501,7 +516,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if name not in LOADS:
             parser.error(f"unknown load {name!r}: one of {', '.join(LOADS)}")
     for name in args.targets:
-        if name not in ("direct", "gateway", "base", "portkey", "litellm"):
+        if name not in ("direct", "gateway", "base", "aiohttp", "portkey", "litellm"):
             parser.error(f"unknown target {name!r}")
     if args.base and "base" not in args.targets:
         at = args.targets.index("gateway") + 1 if "gateway" in args.targets else len(args.targets)

@@ -120,6 +120,8 @@ class Peer:
     def target(self, load: Load, mock_port: int) -> Target:
         if self.name == "direct":
             return direct_target(load, mock_port)
+        if self.name == "aiohttp":  # the mock's own request, through the pass-through
+            return direct_target(load, self.port)
         if self.name in ("gateway", "base"):  # base: this gateway at another commit
             return Target(self.port, "/v1/chat/completions", openai_body(f"{load.name}/{load.model}"))
         if self.name == "litellm":

@@ -299,6 +299,9 @@ class Response:
     def _fail(self, why: str) -> None:
         if not self.done.done():
             self.done.set_exception(StreamFailed(why))
+            # marked as retrieved: a stream its waiter gave up on (timed out) fails later with no reader, and
+            # asyncio would print "Future exception was never retrieved" for each
+            self.done.exception()
 
     def connection_lost(self) -> None:
         if self.in_body and not self.chunked and self.length is None:
