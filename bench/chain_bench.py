@@ -4,9 +4,9 @@ one run, against one fast fake OpenAI upstream.
 
 Both gateways run side by side as child processes, pinned to CPU 0 (only one is loaded at a time), the
 upstream and this load generator to CPU 1, as bench/compare.py does; the phases alternate (bare, full,
-bare, full...) so that drift on the machine hits both alike. Unpinned (`--no-pin`, or one CPU), the three
-processes share the cores and the ratio moves by 20% between runs of the same code. Prints each phase and the full chain's cost over the
-bare one: CPU per chunk and time to first chunk.
+bare, full...) so that drift on the machine hits both alike (`--no-pin`, or one CPU: the three processes
+share the cores). Unpaced, the ratio still moves between rounds, pinned or not: judge the chain on a paced
+load. Prints each phase and the full chain's cost over the bare one: CPU per chunk and time to first chunk.
 
     python bench/chain_bench.py [--rounds 2] [--no-pin] [stream_bench.py's load options: --concurrency,
                                 --requests, --chunks-per-stream, --chunk-interval, --burst...]

@@ -456,9 +456,9 @@ def print_table(result: dict) -> None:
         load = LOADS[load_name]
         # A proxy holds two descriptors a stream (the client's connection and its upstream one), and some more
         if load.idle and limit and limit < 2 * load.streams + 100:
-            notes.append(f"{load_name}: the open-files limit is {limit} (this machine's hard limit; raising it needs "
-                         f"root outside a container): a proxy holding {load.streams} streams needs more than "
-                         f"{2 * load.streams}, so some of its streams fail with 'Too many open files'")
+            notes.append(f"{load_name}: the open-files limit is {limit} (as far as this process could raise it): "
+                         f"a proxy holding {load.streams} streams needs more than {2 * load.streams}, so some of its "
+                         "streams fail with 'Too many open files'")
     for load_name, results in result["results"].items():
         for name, r in results.items():
             if r.get("first_failure"):
