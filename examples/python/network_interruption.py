@@ -19,8 +19,12 @@ import random
 import sys
 import time
 
-import httpx
 import openai
+
+try:  # newer openai SDKs speak HTTP with httpx2, older ones with httpx
+    from httpx2 import TransportError
+except ImportError:
+    from httpx import TransportError
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}  # others (400, 401, 404...) will not pass by waiting
 MAX_DELAY = 30.0  # seconds: the longest wait between two attempts
@@ -73,7 +77,7 @@ def describe(error: Exception) -> str:
         return f"no connection: {error.__cause__ or error}"
     if isinstance(error, openai.APIError):
         return f"error event: {error.message} ({error.code})"
-    if isinstance(error, httpx.TransportError):
+    if isinstance(error, TransportError):
         return f"connection cut: {error or type(error).__name__}"
     return str(error)
 
@@ -99,14 +103,14 @@ def main() -> int:
     # max_retries=0: the SDK would retry failed requests itself; here the policy is spelled out instead.
     # The read timeout is a guard against a dead connection, above the gateway's 15 s keep-alive interval.
     client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key or "no-key", max_retries=0,
-                           timeout=httpx.Timeout(60, connect=10))
+                           timeout=openai.Timeout(60, connect=10))
     attempt = 0
     while True:
         attempt += 1
         shown: list[str] = []
         try:
             finish_reason = stream_answer(client, args.model, args.prompt, shown)
-        except (openai.APIError, httpx.TransportError, NoFinishReason) as error:
+        except (openai.APIError, TransportError, NoFinishReason) as error:
             if shown:
                 print(f"\n--- INCOMPLETE: {describe(error)}. Above is what arrived ({len(''.join(shown))} "
                       "characters): it is not the whole answer.")

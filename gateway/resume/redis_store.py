@@ -143,7 +143,7 @@ class RedisResumeStore:
                     await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed("close", exc)  # the owner keys expire within three beats
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis-py 8.2 only
         await self.client.aclose()
         await self.reader_client.aclose()
 
