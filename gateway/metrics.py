@@ -31,6 +31,7 @@ _CODE = re.compile(r"^[a-z0-9_]{1,48}$")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 _DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _TRIES_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
+_TOKEN_FIELDS = (("prompt", "prompt_tokens"), ("completion", "completion_tokens"), ("reasoning", "reasoning_tokens"))
 
 
 MetricT = TypeVar("MetricT", Counter, Histogram)
@@ -59,6 +60,68 @@ class Observe:
     def __call__(self, amount: float) -> None:
         self._sum(amount)
         self._buckets[bisect_left(self._bounds, amount)](1)  # the first bound with amount <= bound
+
+
+class Pending:
+    """What a request adds to one counter child, or one histogram child, summed in plain numbers and given
+    to prometheus_client's values (a lock taken per add) only when the metrics are read: `flush`. A dozen
+    adds end every request; a scrape comes every few seconds. In one process only: under `--workers` the
+    other workers read the values from shared files at any time, and each add goes straight to them."""
+
+    __slots__ = ("_incs", "_bounds", "_counts", "_sum")
+
+    def __init__(self, child: Counter | Histogram) -> None:
+        if isinstance(child, Histogram):
+            self._incs: list[Increment] = [child._sum.inc, *(bucket.inc for bucket in child._buckets)]
+            self._bounds: list[float] = list(child._upper_bounds)  # ends with +Inf
+        else:
+            self._incs = [increment(child)]
+            self._bounds = []
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def add(self, amount: float) -> None:
+        """A counter's increment."""
+        self._sum += amount
+
+    def observe(self, amount: float) -> None:
+        """A histogram's sample."""
+        self._sum += amount
+        self._counts[bisect_left(self._bounds, amount)] += 1  # the first bound with amount <= bound
+
+    def flush(self) -> None:
+        if self._sum:
+            self._incs[0](self._sum)
+            self._sum = 0.0
+        counts = self._counts
+        for at, count in enumerate(counts):
+            if count:
+                self._incs[at + 1](count)
+                counts[at] = 0
+
+
+def counting(pending: list[Pending]) -> Callable[[Counter], Increment]:
+    """How a counter child is incremented: through a Pending kept in `pending`, in one process; else at once."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return increment
+
+    def fast(child: Counter) -> Increment:
+        summed = Pending(child)
+        pending.append(summed)
+        return summed.add
+    return fast
+
+
+def observing(pending: list[Pending]) -> Callable[[Histogram], Increment]:
+    """How a histogram child is observed: through a Pending kept in `pending`, in one process; else at once."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return Observe
+
+    def fast(child: Histogram) -> Increment:
+        summed = Pending(child)
+        pending.append(summed)
+        return summed.observe
+    return fast
 
 
 class Children(Generic[MetricT, FastT]):
@@ -145,22 +208,29 @@ class Metrics:
                                           "of their answer, by endpoint", ("endpoint",), registry=r)
         self.keepalives = Counter("gateway_keepalives", "SSE keep-alive comments sent", registry=r)
         self.known_models: frozenset[tuple[str, str]] = frozenset()
-        # the children every request's samples go to, cached with how each is counted (observe)
-        self._requests = Children(self.requests, increment)
-        self._key_requests = Children(self.key_requests, increment)
-        self._first_chunk = Children(self.first_chunk, Observe)
-        self._stream_duration = Children(self.stream_duration, Observe)
-        self._upstream_first_byte = Children(self.upstream_first_byte, Observe)
-        self._chunks = Children(self.chunks, increment)
-        self._tokens = Children(self.tokens, increment)
-        self._fallbacks = Children(self.fallbacks, increment)
-        self._tries = Observe(self.tries)
-        self._retries = increment(self.retries)
-        self._keepalives = increment(self.keepalives)
+        # the children every request's samples go to, cached with how each is counted (summed until a scrape)
+        self._pending: list[Pending] = []
+        count, observe = counting(self._pending), observing(self._pending)
+        self._requests = Children(self.requests, count)
+        self._key_requests = Children(self.key_requests, count)
+        self._first_chunk = Children(self.first_chunk, observe)
+        self._stream_duration = Children(self.stream_duration, observe)
+        self._upstream_first_byte = Children(self.upstream_first_byte, observe)
+        self._chunks = Children(self.chunks, count)
+        self._tokens = Children(self.tokens, count)
+        self._fallbacks = Children(self.fallbacks, count)
+        self._tries = observe(self.tries)
+        self._retries = count(self.retries)
+        self._keepalives = count(self.keepalives)
         self.stream_count = increment(self.streams_in_flight)  # +1 when a stream opens, -1 when it ends
         self._outcomes: dict[str, str] = {}  # outcome -> its label
         if config is not None:
             self.configure(config)
+
+    def flush(self) -> None:
+        """Gives prometheus_client what the requests added since the last flush (before every read)."""
+        for summed in self._pending:
+            summed.flush()
 
     def configure(self, config: Config) -> None:
         """The (provider, model) pairs that get their own model label: what the configuration names."""
@@ -200,8 +270,8 @@ class Metrics:
         if record.chunks_out:
             self._chunks(provider, "out")(record.chunks_out)
         if record.usage:
-            for kind in ("prompt", "completion", "reasoning"):
-                count = record.tokens(f"{kind}_tokens")
+            for kind, field in _TOKEN_FIELDS:
+                count = record.tokens(field)
                 if count:
                     self._tokens(provider, model, kind)(count)
         for action in record.moderation:
@@ -241,7 +311,9 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].exposed)
+    metrics = request.app[METRICS]
+    metrics.flush()
+    body = generate_latest(metrics.exposed)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
