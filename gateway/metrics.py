@@ -102,26 +102,24 @@ class Pending:
 
 def counting(pending: list[Pending]) -> Callable[[Counter], Increment]:
     """How a counter child is incremented: through a Pending kept in `pending`, in one process; else at once."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return increment
-
-    def fast(child: Counter) -> Increment:
-        summed = Pending(child)
-        pending.append(summed)
-        return summed.add
-    return fast
+    return _summed(pending, increment, lambda summed: summed.add)
 
 
 def observing(pending: list[Pending]) -> Callable[[Histogram], Increment]:
     """How a histogram child is observed: through a Pending kept in `pending`, in one process; else at once."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return Observe
+    return _summed(pending, Observe, lambda summed: summed.observe)
 
-    def fast(child: Histogram) -> Increment:
+
+def _summed(pending: list[Pending], at_once: Callable[[MetricT], Increment],
+            bound: Callable[[Pending], Increment]) -> Callable[[MetricT], Increment]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # the other workers read the shared files at any time
+        return at_once
+
+    def through_pending(child: MetricT) -> Increment:
         summed = Pending(child)
         pending.append(summed)
-        return summed.observe
-    return fast
+        return bound(summed)  # Pending's own method: what each add calls
+    return through_pending
 
 
 class Children(Generic[MetricT, FastT]):
