@@ -461,8 +461,8 @@ def print_table(result: dict) -> None:
         failed = any(r.get("failures") for r in result["results"][load_name].values())
         if load.idle and limit and limit < 2 * load.streams + 100 and failed:
             notes.append(f"{load_name}: the open-files limit is {limit} (as far as this process could raise it): "
-                         f"a proxy holding {load.streams} streams needs more than {2 * load.streams}: streams it could not "
-                         "hold failed with 'Too many open files'"
+                         f"a proxy holding {load.streams} streams in one process needs more than {2 * load.streams}, "
+                         "so some of the failures below may be its limit ('Too many open files' in its log)"
                          + (f" (the gateway ran as {s['gateway_workers']} workers, each holding about "
                             f"1/{s['gateway_workers']} of them)" if s.get("gateway_workers", 1) > 1 else ""))
     for load_name, results in result["results"].items():

@@ -100,7 +100,8 @@ async def measure(name: str, load: Load, args: argparse.Namespace, workdir: Path
                 child.stop()
     failures = warm.failures + tally.failures
     per_stream = instructions / tally.completed if tally.completed else float("nan")
-    return {"streams": tally.completed, "failures": failures, "first_failure": warm.first_failure or tally.first_failure,
+    return {"streams": tally.completed, "failures": failures,
+            "first_failure": warm.first_failure or tally.first_failure,
             "per_stream": per_stream, "figure": per_stream if load.per_request else per_stream / load.chunks}
 
 
@@ -138,10 +139,17 @@ def print_table(result: dict) -> None:
             value = by_target[name]["figure"]
             ratio = f" ({value / floor:.2f}x)" if floor else ""
             cells.append(f"{value:,.0f}{ratio}")
-        print(f"| {load.title} | {figure} (x floor) | " + " | ".join(cells) + " |")
+        # the load's name, not its title: its title's concurrency is compare.py's, not this command's
+        print(f"| {load_name}, {load.chunks} content chunk(s) a stream | {figure} (x floor) | " + " | ".join(cells)
+              + " |")
         if "gateway" in by_target and "base" in by_target:
             print(f"|  | this gateway / base | {by_target['gateway']['figure'] / by_target['base']['figure']:.3f} |"
                   + " |" * (len(targets) - 1))
+    for load_name, by_target in result["results"].items():
+        for name, r in by_target.items():
+            if r["failures"]:
+                print(f"note: {load_name} / {name}: {r['failures']} stream(s) failed, "
+                      f"first: {r['first_failure'][:300]}")
 
 
 def succeeded(result: dict) -> bool:
