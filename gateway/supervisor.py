@@ -136,17 +136,23 @@ class Supervisor:
             self._signal_all(signal.SIGTERM)
 
     def _hangup(self, _signum: int, _frame: object) -> None:
+        # The supervisor's own logging first: once a worker answers on the new config, the supervisor's
+        # next line (a SIGTERM's "stopping", say) is in the new format too, not in the old one.
+        self._reload_own_logging()
         log.info("SIGHUP: each worker reloads its config")
         self._signal_all(signal.SIGHUP)
-        if self.config_path is not None:  # the supervisor's lines follow the workers' logging section
-            from .config import ConfigError, load_config
-            from .logsetup import reconfigure
 
-            try:
-                config = load_config(self.config_path)
-            except ConfigError:
-                return  # each worker logs the problems and keeps its config
-            reconfigure(config.logging.level, config.logging.format)
+    def _reload_own_logging(self) -> None:
+        if self.config_path is None:
+            return
+        from .config import ConfigError, load_config
+        from .logsetup import reconfigure
+
+        try:
+            config = load_config(self.config_path)
+        except ConfigError:
+            return  # each worker logs the problems and keeps its config
+        reconfigure(config.logging.level, config.logging.format)  # its lines follow the workers' logging section
 
     def run(self) -> int:
         """Until SIGTERM or SIGINT and every worker's end: 0 when each ended cleanly; 1 when one did not,
