@@ -210,10 +210,18 @@ async def normalize(ctx: RequestContext, batches: AsyncIterator[Batch]) -> Async
     state = _Normalizer(ctx)
     apply = state.apply
     async for batch in batches:
-        kept = [chunk for chunk in map(apply, batch) if chunk is not None]
-        if kept:
-            yield kept
-        del batch, kept  # not held while the stream waits for the next read
+        if len(batch) == 1:  # one event a read, the paced case: no new list
+            chunk = apply(batch[0])
+            if chunk is not None:
+                batch[0] = chunk
+                del chunk
+                yield batch
+        else:
+            kept = [chunk for chunk in map(apply, batch) if chunk is not None]
+            if kept:
+                yield kept
+            del kept
+        del batch  # not held while the stream waits for the next read
     if ctx.include_usage and state.usage is not None:
         yield [state.usage_chunk()]
 
