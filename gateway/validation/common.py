@@ -44,6 +44,14 @@ def wrong_type(param: str, expected: str) -> GatewayError:
     return invalid_param(param, f"'{param}' must be {expected}", "invalid_type")
 
 
+def not_an_int(param: str, value: Any) -> GatewayError:
+    """An integer param's error. orjson reads an integer beyond 64 bits as a float: say so, rather than
+    that a whole number written in digits is not an integer."""
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 2 ** 63:
+        return invalid_param(param, f"'{param}' must be an integer between -2^63 and 2^63 - 1, got {value:g}")
+    return wrong_type(param, "an integer")
+
+
 def optional_string(holder: dict[str, Any], key: str, param: str) -> None:
     value = holder.get(key)
     if value is not None and not isinstance(value, str):
@@ -122,7 +130,7 @@ def check_common(body: Any) -> dict[str, Any]:
     _check_stop(body.get("stop"))
     seed = body.get("seed")
     if seed is not None and not is_int(seed):
-        raise wrong_type("seed", "an integer")
+        raise not_an_int("seed", seed)
     optional_string(body, "user", "user")
     optional_string(body, "reasoning_effort", "reasoning_effort")
     _check_logit_bias(body.get("logit_bias"))
@@ -146,13 +154,13 @@ def _check_numbers(body: dict[str, Any]) -> None:
         if value is None:
             continue
         if not is_int(value):
-            raise wrong_type(param, "an integer")
+            raise not_an_int(param, value)
         if value < 1:
             raise invalid_param(param, f"'{param}' must be at least 1, got {value}")
     n = body.get("n")
     if n is not None:
         if not is_int(n):
-            raise wrong_type("n", "an integer")
+            raise not_an_int("n", n)
         if not 1 <= n <= MAX_N:
             raise invalid_param("n", f"'n' must be between 1 and {MAX_N}, got {n}")
 
