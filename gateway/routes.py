@@ -159,6 +159,13 @@ def _count_sent(record: AccessRecord, batch: Batch) -> None:
             _note_finish(record, choices[0]["finish_reason"])
 
 
+def _may_end(batch: Batch) -> bool:
+    """Whether the answer may end with this batch (a finish reason, or usage): then its events wait for
+    the flush, to leave in one write with the [DONE] and the eof that usually follow at once."""
+    return bool(batch[-1].get("usage")) or any(
+        (choices := chunk.get("choices")) and choices[0].get("finish_reason") for chunk in batch)
+
+
 def _note_finish(record: AccessRecord, reason: str | None) -> None:
     if reason and record.finish_reason != CONTENT_FILTER:  # with n > 1, a choice filtered marks the request
         record.finish_reason = reason
@@ -216,7 +223,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         try:
             if batch is not None:
                 record.first_chunk = time.monotonic() - record.started
-                await response.write_events([encode(chunk) for chunk in batch])
+                await response.write_events([encode(chunk) for chunk in batch], at_once=not _may_end(batch))
                 _count_sent(record, batch)
                 del batch  # an idle stream holds no chunk while it waits for the next
                 async for batch in batches:

@@ -224,13 +224,23 @@ class EventStream(EventSourceResponse):
         if self._client_behind():
             await self._until_client_reads(self._drained())
 
-    async def write_events(self, events: list[bytes]) -> None:
+    async def write_events(self, events: list[bytes], at_once: bool = False) -> None:
         """write_event for each of one batch's events, in one step (a subclass that frames each event
-        overrides this too)."""
+        overrides this too). `at_once`: written now, with the headers if they have not gone yet, rather
+        than from the flush a loop turn later. The first batch is, when the answer goes on after it: at
+        100 streams that turn is a wait of ~0.15 ms before the first token."""
         if self._write_error is not None:
             raise self._write_error
         self._queued += events
-        if self._client_behind():
+        if not at_once:
+            if self._client_behind():
+                await self._until_client_reads(self._drained())
+            return
+        self._flush_now()
+        if self._write_error is not None:
+            raise self._write_error
+        protocol = self._protocol
+        if protocol is not None and protocol.writing_paused:
             await self._until_client_reads(self._drained())
 
     def _client_behind(self) -> bool:
@@ -282,6 +292,7 @@ class EventStream(EventSourceResponse):
     def _flush_now(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+            self._flush_handle = None
         self._flush()
 
     def _flush(self) -> None:

@@ -253,9 +253,14 @@ class ResumableEventStream(EventStream):
             except ConnectionResetError:
                 relay.detach()
 
-    async def write_events(self, events: list[bytes]) -> None:
+    async def write_events(self, events: list[bytes], at_once: bool = False) -> None:
         for event in events:  # each numbered and kept on its own
             await self.write_event(event)
+        if at_once and self._relay.attached:
+            try:
+                await super().write_events([], at_once=True)
+            except ConnectionResetError:
+                self._relay.detach()
 
     async def write_eof(self, data: bytes = b"") -> None:
         if self._relay.attached:
