@@ -24,7 +24,7 @@ import sys
 import types
 from asyncio.tasks import _enter_task, _leave_task  # 3.11's own, used by its tasks around every step
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, cast
 
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.web_protocol import RequestHandler
@@ -44,13 +44,11 @@ def install(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
 
 def eager_tasks(loop: asyncio.AbstractEventLoop, coro: Generator[Any, None, Any] | Coroutine[Any, Any, Any],
                 context: contextvars.Context | None = None) -> asyncio.Future[Any]:
-    code = getattr(coro, "cr_code", None)
+    code = getattr(coro, "cr_code", None)  # a native coroutine's (an isinstance check of the ABC costs more)
     if code is _HANDLE_REQUEST:
-        assert isinstance(coro, Coroutine)
-        return eager_handler(loop, coro, context)
+        return eager_handler(loop, cast(Coroutine[Any, Any, Any], coro), context)
     if code is _WRITE_BYTES:
-        assert isinstance(coro, Coroutine)
-        return eager_body_write(loop, coro, context)
+        return eager_body_write(loop, cast(Coroutine[Any, Any, Any], coro), context)
     return asyncio.Task(coro, loop=loop, context=context)
 
 
@@ -109,7 +107,7 @@ def _after_first_step(step: Coroutine[Any, Any, Any], first: list[Any]) -> Gener
     except BaseException as exc:
         thrown = exc
     waiting, ended = first
-    first.clear()
+    del first
     while ended is None:
         if thrown is not None:
             try:
