@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from . import eager_start
+from . import eager_writes
 from .config import Config
 from .access_log import ACCESS, access_log
 from .connector import UpstreamConnector
@@ -67,7 +67,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     session = aiohttp.ClientSession(connector=connector, raise_for_status=False,
                                     cookie_jar=aiohttp.DummyCookieJar())
     app[SESSION] = session
-    uninstall = eager_start.install(asyncio.get_running_loop())  # handlers and request bodies start at once
+    uninstall = eager_writes.install(asyncio.get_running_loop())  # a request's body leaves in its own turn
     yield
     await session.close()
     uninstall()
