@@ -227,8 +227,9 @@ class EventStream(EventSourceResponse):
     async def write_events(self, events: list[bytes], at_once: bool = False) -> None:
         """write_event for each of one batch's events, in one step (a subclass that frames each event
         overrides this too). `at_once`: written now, with the headers if they have not gone yet, rather
-        than from the flush a loop turn later. The first batch is, when the answer goes on after it: at
-        100 streams that turn is a wait of ~0.15 ms before the first token."""
+        than from the flush a loop turn later. The first batch is, when the answer goes on after it, so
+        that the first token does not wait behind the turn (0.1-0.2 ms inside the gateway at 100 paced
+        streams; the client's time to first token did not move measurably)."""
         if self._write_error is not None:
             raise self._write_error
         self._queued += events
