@@ -30,7 +30,7 @@ from .responses import combine, encoder
 from .model_resolution import listed_models, resolve
 from .provider_models import ProviderModels
 from .resume.relay import open_relay, wants_resume
-from .sse import DONE_EVENT, EventStream, encode_event
+from .sse import DONE_EVENT, EventStream
 from .validation import validate_chat, validate_completion
 
 log = logging.getLogger("gateway")
@@ -216,7 +216,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
             if not commit:
                 return _tried(error_response(error, ctx.request_id), ctx), error.code or str(error.status)
             response = await commit[0]
-            return response, await _fail(response, error)
+            return response, await response.end_with_error(error)
         finally:
             timer.cancel()
         response = await commit[0] if commit else await _open(request, ctx, keepalive, record, make_response)
@@ -233,7 +233,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         except ConnectionResetError:
             raise
         except Exception as exc:
-            return response, await _fail(response, _as_gateway_error(exc, ctx))
+            return response, await response.end_with_error(_as_gateway_error(exc, ctx))
         await response.write_event(DONE_EVENT)
         await response.write_eof()
         return response, "ok"
@@ -255,7 +255,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
         error = stopped_by or shutting_down()
         if response is None:
             return error_response(error, ctx.request_id), error.code or str(error.status)
-        return response, await _fail(response, error)
+        return response, await response.end_with_error(error)
     finally:
         if response is None and commit:  # left before the 200 it was committing was known
             response = await _committed(commit)
@@ -322,14 +322,6 @@ def _tried(response: web.Response, ctx: RequestContext) -> web.Response:
     if ctx.attempts:
         _name_server(response.headers, ctx)
     return response
-
-
-async def _fail(response: EventStream, error: GatewayError) -> str:
-    """Ends a stream that already began: the error as an event, then [DONE], so no client waits forever."""
-    await response.write_event(encode_event(error.to_json()))
-    await response.write_event(DONE_EVENT)
-    await response.write_eof()
-    return error.code or str(error.status)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -262,6 +262,15 @@ class EventStream(EventSourceResponse):
         if self._write_error is not None:
             raise self._write_error
 
+    async def end_with_error(self, error: GatewayError) -> str:
+        """Ends a stream that already began: the error as an event, then [DONE], so that no client waits
+        forever. Returns the request's outcome, the error's code. (A subclass that numbers and keeps events
+        numbers and keeps this one too.)"""
+        await self.write_event(encode_event(error.to_json()))
+        await self.write_event(DONE_EVENT)
+        await self.write_eof()
+        return error.code or str(error.status)
+
     async def write_eof(self, data: bytes = b"") -> None:
         if self._eof_sent:
             return

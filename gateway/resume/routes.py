@@ -20,7 +20,7 @@ from ..appkeys import IN_FLIGHT, generation
 from ..auth import authenticate
 from ..errors import GatewayError, invalid_param
 from ..routes import error_response, shutting_down
-from ..sse import DONE_EVENT, EventStream, encode_event
+from ..sse import EventStream
 from .relay import STREAM_ID_HEADER, STREAM_TOKEN_HEADER, token_digest
 from .service import RESUME, Resumes
 from .store import OwnerLost, ResumeStore, StreamExpired, StreamMeta
@@ -148,14 +148,14 @@ async def _replay(request: web.Request, resumes: Resumes, stream_id: str, after:
             error = expired() if isinstance(exc, StreamExpired) else owner_lost()
             if response is None:
                 return error_response(error, request_id), error.code or str(error.status)
-            return response, await _fail(response, error)
+            return response, await response.end_with_error(error)
         except ConnectionResetError:
             raise
         except Exception:  # noqa: BLE001 - the store failed under a stream begun: say so, never cut it silently
             error = unavailable()
             if response is None:
                 return error_response(error, request_id), error.code or str(error.status)
-            return response, await _fail(response, error)
+            return response, await response.end_with_error(error)
         await response.write_eof()
         return response, "ok"
     except ConnectionResetError:
@@ -165,7 +165,7 @@ async def _replay(request: web.Request, resumes: Resumes, stream_id: str, after:
         if response is None or not request.app[IN_FLIGHT].ending or task is None:
             raise  # the client went away: nothing to tell it
         task.uncancel()
-        return response, await _fail(response, shutting_down())
+        return response, await response.end_with_error(shutting_down())
     finally:
         if not first.done():
             first.cancel()
@@ -184,14 +184,6 @@ async def _open(request: web.Request, stream_id: str, keepalive: float, send_tim
     begin(request).status = 200
     await response.prepare(request)
     return response
-
-
-async def _fail(response: EventStream, error: GatewayError) -> str:
-    """An error event (no id: it is not one of the stream's events) and [DONE]."""
-    await response.write_event(encode_event(error.to_json()))
-    await response.write_event(DONE_EVENT)
-    await response.write_eof()
-    return error.code or str(error.status)
 
 
 async def stop_stream(request: web.Request) -> web.Response:
