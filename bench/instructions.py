@@ -13,6 +13,7 @@ streams run (8 at a time, each read to its end and checked), and the counters ar
     python bench/instructions.py                          # requests, openai, anthropic, gemini loads
     python bench/instructions.py --base main --loads requests
     python bench/instructions.py --targets gateway,aiohttp --streams 2000
+    python bench/instructions.py --loads requests --targets gateway --gateway-config "middlewares: []"
 
 Targets: direct (the mock itself, asked in its own format: the floor), gateway (this checkout), base
 (this gateway at --base), aiohttp (bench/aiohttp_proxy.py). Loads are compare.py's (compare_targets.py);
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import yaml
 
 from compare import base_checkout, wait_ready
 from compare_targets import LOADS, Load, Peer, gateway_config
@@ -59,6 +61,13 @@ def dumped_instructions(out: Path) -> int:
     raise SystemExit(f"no summary line in {out}.1")
 
 
+def with_overrides(config: str, overrides: dict | None) -> str:
+    """compare.py's gateway configuration with `--gateway-config`'s top-level sections in place of its own."""
+    if not overrides:
+        return config
+    return yaml.safe_dump({**yaml.safe_load(config), **overrides}, sort_keys=False)
+
+
 async def measure(name: str, load: Load, args: argparse.Namespace, workdir: Path, children: dict[str, Child]) -> dict:
     """One target on one load: its instructions over `args.streams` streams, after a warm-up."""
     mock_port, port = free_ports(2)
@@ -73,7 +82,7 @@ async def measure(name: str, load: Load, args: argparse.Namespace, workdir: Path
     await wait_ready(mock, mock_port, "/healthz", START_TIMEOUT)
     if name in ("gateway", "base"):
         config = workdir / f"{name}.yaml"
-        config.write_text(gateway_config(mock_port, port, [load]))
+        config.write_text(with_overrides(gateway_config(mock_port, port, [load]), args.gateway_config))
         argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)]
         cwd = REPO if name == "gateway" else workdir / "base-checkout"
     elif name == "aiohttp":
@@ -119,7 +128,8 @@ async def bench(args: argparse.Namespace, workdir: Path, children: dict[str, Chi
         for name in args.targets:
             print(f"  {load_name}: {name} ...", file=sys.stderr, flush=True)
             results[load_name][name] = await measure(name, load, args, workdir, children)
-    return {"targets": args.targets, "versions": versions, "results": results, "streams": args.streams}
+    return {"targets": args.targets, "versions": versions, "results": results, "streams": args.streams,
+            "gateway_config": args.gateway_config}
 
 
 def print_table(result: dict) -> None:
@@ -128,6 +138,8 @@ def print_table(result: dict) -> None:
               "base": f"gateway at {result['versions']['base']}", "aiohttp": f"aiohttp pass-through "
               f"{result['versions']['aiohttp']}"}
     print(f"# instructions counted by callgrind, {result['streams']} streams a target, {CONCURRENCY} at a time")
+    if result.get("gateway_config"):
+        print(f"# the gateway's configuration (and the base's) changed by: {result['gateway_config']}")
     print("| load | figure | " + " | ".join(labels[t] for t in targets) + " |")
     print("|---|---|" + "---|" * len(targets))
     for load_name, by_target in result["results"].items():
@@ -166,9 +178,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=500, help="streams counted per target and load")
     parser.add_argument("--warmup", type=int, default=200, help="streams before the counters are zeroed")
     parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds a stream may take")
+    parser.add_argument("--gateway-config", metavar="YAML",
+                        help="top-level sections that replace the gateway's own (and the base's), to count what a "
+                             "feature costs: 'logging: {level: WARNING}' (no access line), 'middlewares: []'")
     parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin the processes to CPUs")
     parser.add_argument("--json", action="store_true", help="the result as JSON")
     args = parser.parse_args(argv)
+    if args.gateway_config is not None:
+        try:
+            args.gateway_config = yaml.safe_load(args.gateway_config)
+        except yaml.YAMLError as exc:
+            parser.error(f"--gateway-config is not YAML: {str(exc).splitlines()[0]}")
+        if not isinstance(args.gateway_config, dict):
+            parser.error("--gateway-config must be a mapping of top-level sections, e.g. 'middlewares: []'")
     args.loads = [name.strip() for name in args.loads.split(",") if name.strip()]
     args.targets = [name.strip() for name in args.targets.split(",") if name.strip()]
     for name in args.loads:
