@@ -219,6 +219,7 @@ async def _stream(request: web.Request, ctx: RequestContext, chain: Chain, keepa
             return response, await response.end_with_error(error)
         finally:
             timer.cancel()
+            del timer  # a stream does not hold its cancelled handle for the rest of its life
         response = await commit[0] if commit else await _open(request, ctx, keepalive, record, make_response)
         try:
             if batch is not None:
