@@ -178,6 +178,8 @@ async def _replay(request: web.Request, resumes: Resumes, stream_id: str, after:
 
 async def _open(request: web.Request, stream_id: str, keepalive: float, send_timeout: float,
                 request_id: str) -> EventStream:
+    # a plain EventStream: the replayed events are written as stored, and an error it ends with
+    # (end_with_error) gets no id, not being one of the stream's events
     response = EventStream(keepalive, send_timeout)
     response.headers["x-request-id"] = request_id
     response.headers[STREAM_ID_HEADER] = stream_id
