@@ -9,7 +9,7 @@ copied through one aiohttp server request and one ClientSession request, the par
 that is aiohttp's). The gateway or peer runs on CPU 0, the mock and this load
 generator on CPU 1. Each target is warmed up (its answers checked chunk by chunk) before it is measured.
 
-    python bench/compare.py                    # the quick set: openai, paced, requests, anthropic, gemini
+    python bench/compare.py                    # the quick set: openai, paced, requests, alone, anthropic, gemini
     python bench/compare.py --full             # and the idle loads: storm (5,000 streams), idle (10,000)
     python bench/compare.py --loads storm --targets direct,gateway --json
     python bench/compare.py --targets direct,gateway --base main   # before and after a change, in one run

@@ -64,6 +64,8 @@ LOADS = {load.name: load for load in (
     Load("openai", "128 streams x 50 chunks, no delay", 50, 0, 0, concurrency=128),
     Load("paced", "100 streams x 20 chunks 20 ms apart", 20, 20, 20, concurrency=100),
     Load("requests", "per request: 64 streams x 1 chunk, no delay", 1, 0, 0, concurrency=64, per_request=True),
+    Load("alone", "1 stream at a time x 2 chunks 20 ms apart: the path, with no other load", 2, 20, 20,
+         concurrency=1),
     Load("anthropic", "Anthropic upstream translated, 128 streams x 50 chunks", 50, 0, 0, "anthropic",
          concurrency=128),
     Load("gemini", "Gemini upstream translated, 128 streams x 50 chunks", 50, 0, 0, "gemini", concurrency=128),
